@@ -1,0 +1,144 @@
+//! The reactors as other crates use them: messages, run_on, pollers, timers, io_uring, back-off.
+
+use oxstor_reactor::reactor::{register_timed_poller, with_ring};
+use oxstor_reactor::{
+    register_poller, schedule_after, CompletionHandler, CoreMask, PollStatus, Runtime,
+    RuntimeConfig,
+};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn runtime(cores: &[usize], backoff: bool) -> Runtime {
+    Runtime::start(RuntimeConfig {
+        cores: CoreMask::from_cores(cores.to_vec()).unwrap(),
+        backoff,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn run_on_returns_results_from_each_core() {
+    let rt = runtime(&[0, 1], true);
+    let h = rt.handle();
+    assert_eq!(h.run_on(0, oxstor_reactor::core_index), Some(0));
+    assert_eq!(h.run_on(1, oxstor_reactor::core_index), Some(1));
+    assert_eq!(h.run_on_all(|| 7), vec![7, 7]);
+    rt.shutdown();
+}
+
+#[test]
+fn messages_are_never_dropped_when_the_mailbox_is_full() {
+    let rt = Runtime::start(RuntimeConfig {
+        cores: CoreMask::from_cores(vec![0]).unwrap(),
+        mailbox_capacity: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let h = rt.handle();
+    let count = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10_000 {
+        let c = count.clone();
+        h.send(0, move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    h.run_on(0, || ());
+    assert_eq!(count.load(Ordering::Relaxed), 10_000);
+    rt.shutdown();
+}
+
+#[test]
+fn pollers_and_timers_run_on_their_core() {
+    let rt = runtime(&[0], true);
+    let h = rt.handle();
+    let rx = h.call_on(0, |reply| {
+        let hits = Rc::new(Cell::new(0u32));
+        let h2 = hits.clone();
+        register_poller("count", move || {
+            h2.set(h2.get() + 1);
+            PollStatus::Idle
+        });
+        let started = Instant::now();
+        schedule_after(Duration::from_millis(20), move || {
+            reply.send((started.elapsed(), hits.get()))
+        });
+    });
+    let (elapsed, hits) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(elapsed >= Duration::from_millis(20), "timer fired early: {elapsed:?}");
+    assert!(hits > 0, "poller never ran");
+    rt.shutdown();
+}
+
+struct Nops {
+    done: Cell<u32>,
+    reply: Cell<Option<oxstor_reactor::runtime::Reply<u32>>>,
+    want: u32,
+}
+
+impl CompletionHandler for Nops {
+    fn complete(&self, tag: u64, result: i32, _flags: u32) {
+        assert_eq!(result, 0);
+        assert!(tag < 64);
+        self.done.set(self.done.get() + 1);
+        if self.done.get() == self.want {
+            if let Some(r) = self.reply.take() {
+                r.send(self.done.get());
+            }
+        }
+    }
+}
+
+#[test]
+fn io_uring_completions_route_by_token() {
+    let rt = runtime(&[0], true);
+    let rx = rt.handle().call_on(0, |reply| {
+        let nops = Rc::new(Nops {
+            done: Cell::new(0),
+            reply: Cell::new(Some(reply)),
+            want: 64,
+        });
+        with_ring(|ring| {
+            let id = ring.register_handler(nops.clone());
+            for tag in 0..64 {
+                // SAFETY: a NOP references no memory.
+                unsafe { ring.push(io_uring::opcode::Nop::new().build(), id, tag) };
+            }
+        });
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 64);
+    rt.shutdown();
+}
+
+fn process_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks * 1_000_000_000 / 100
+}
+
+#[test]
+fn idle_reactors_back_off_and_wake_on_messages() {
+    let rt = runtime(&[0, 1], true);
+    let h = rt.handle();
+    // A slow timed poller must not keep the reactor spinning between runs.
+    h.run_on(0, || {
+        register_timed_poller("slow", Duration::from_millis(100), || PollStatus::Idle);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let cpu0 = process_cpu_ns();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = process_cpu_ns() - cpu0;
+    let pct = used as f64 * 100.0 / t0.elapsed().as_nanos() as f64;
+    assert!(pct < 10.0, "two idle reactors used {pct:.1}% CPU");
+    // A message still reaches a sleeping reactor promptly.
+    let t = Instant::now();
+    h.run_on(1, || ());
+    assert!(t.elapsed() < Duration::from_millis(50));
+    rt.shutdown();
+}

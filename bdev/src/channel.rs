@@ -1,11 +1,11 @@
 //! The generic per-core channel every I/O enters through: checks, split, iostat.
 
+use crate::complete_later;
 use crate::io::{BdevIo, IoDone, IoStatus, IoType};
 use crate::iobuf::IoBuf;
 use crate::iostat::IoStat;
 use crate::registry::BdevEntry;
 use crate::traits::{BdevChannel, Geometry};
-use crate::complete_later;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,7 +23,11 @@ pub struct IoChannel {
 }
 
 impl IoChannel {
-    pub(crate) fn new(entry: Arc<BdevEntry>, inner: Box<dyn BdevChannel>, stat: Rc<IoStat>) -> Self {
+    pub(crate) fn new(
+        entry: Arc<BdevEntry>,
+        inner: Box<dyn BdevChannel>,
+        stat: Rc<IoStat>,
+    ) -> Self {
         let geometry = entry.bdev.geometry();
         let supported = IoType::ALL.map(|t| entry.bdev.io_type_supported(t));
         let max_transfer_blocks = match geometry.max_transfer_blocks {
@@ -50,7 +54,12 @@ impl IoChannel {
 
     /// Submits `io`; `done.io_done(io, tag)` runs on this core when it completes.
     pub fn submit(&self, mut io: Box<BdevIo>, done: Rc<dyn IoDone>, tag: u64) {
-        io.push_frame(done, tag, Some(self.stat.clone()), oxstor_reactor::now_ticks());
+        io.push_frame(
+            done,
+            tag,
+            Some(self.stat.clone()),
+            oxstor_reactor::now_ticks(),
+        );
         if let Err(errno) = self.check(&io) {
             complete_later(io, IoStatus::Failed(errno));
             return;
@@ -69,7 +78,10 @@ impl IoChannel {
         }
         let g = &self.geometry;
         if t != IoType::Flush && t != IoType::Reset {
-            let end = io.offset_blocks.checked_add(io.num_blocks).ok_or(libc::EINVAL)?;
+            let end = io
+                .offset_blocks
+                .checked_add(io.num_blocks)
+                .ok_or(libc::EINVAL)?;
             if io.num_blocks == 0 || end > g.num_blocks {
                 return Err(libc::EINVAL);
             }
@@ -132,7 +144,10 @@ impl IoDone for SplitParent {
 fn split(ch: &IoChannel, mut parent: Box<BdevIo>) {
     let bs = ch.geometry.block_size as u64;
     let mut ranges = Vec::new();
-    let (mut off, end) = (parent.offset_blocks, parent.offset_blocks + parent.num_blocks);
+    let (mut off, end) = (
+        parent.offset_blocks,
+        parent.offset_blocks + parent.num_blocks,
+    );
     while off < end {
         let len = ch.child_len(off, end - off);
         ranges.push((off, len));

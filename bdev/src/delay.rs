@@ -6,12 +6,11 @@ use crate::io::{BdevIo, IoDone, IoType};
 use crate::null::resolve_uuid;
 use crate::traits::{Bdev, BdevChannel, ConfigCall, Geometry};
 use crate::{registry, BdevError, ClaimGuard, IoChannel};
-use oxstor_reactor::{clock, PollStatus, PollerId};
 use serde::{Deserialize, Serialize};
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// `bdev_delay_create` parameters (SPDK's names; latencies in microseconds).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,7 +38,9 @@ pub fn create(mut params: DelayParams) -> Result<String, BdevError> {
     if params.p99_read_latency < params.avg_read_latency
         || params.p99_write_latency < params.avg_write_latency
     {
-        return Err(BdevError::Invalid("p99 latency must not be below the average".into()));
+        return Err(BdevError::Invalid(
+            "p99 latency must not be below the average".into(),
+        ));
     }
     if registry::lookup(&params.name).is_ok() {
         return Err(BdevError::Exists(params.name));
@@ -85,7 +86,9 @@ impl Bdev for DelayBdev {
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
         let base = {
             let guard = self.base.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = guard.as_ref().ok_or_else(|| BdevError::NotFound(self.params.base_bdev_name.clone()))?;
+            let entry = guard
+                .as_ref()
+                .ok_or_else(|| BdevError::NotFound(self.params.base_bdev_name.clone()))?;
             entry.entry().channel()?
         };
         let us = 1000;
@@ -98,12 +101,9 @@ impl Bdev for DelayBdev {
                 p.avg_write_latency * us,
                 p.p99_write_latency * us,
             ],
-            queues: RefCell::new(Default::default()),
             rng: Cell::new(0x9e37_79b9_7f4a_7c15),
         });
-        let s = state.clone();
-        let poller = oxstor_reactor::register_poller("bdev_delay", move || s.poll());
-        Ok(Box::new(DelayChannel { state, poller }))
+        Ok(Box::new(DelayChannel { state }))
     }
     fn config_call(&self) -> Option<ConfigCall> {
         Some(ConfigCall {
@@ -122,8 +122,6 @@ impl Bdev for DelayBdev {
 struct DelayState {
     base: Rc<IoChannel>,
     latency_ns: [u64; 4],
-    // One FIFO per latency class: within a class deadlines only grow, so no heap is needed.
-    queues: RefCell<[VecDeque<(u64, Box<BdevIo>)>; 4]>,
     rng: Cell<u64>,
 }
 
@@ -136,26 +134,6 @@ impl DelayState {
         self.rng.set(x);
         x % 100 == 0
     }
-
-    fn poll(&self) -> PollStatus {
-        let now = clock::now_ns();
-        let mut ready = Vec::new();
-        for q in self.queues.borrow_mut().iter_mut() {
-            while q.front().is_some_and(|(d, _)| *d <= now) {
-                if let Some((_, io)) = q.pop_front() {
-                    ready.push(io);
-                }
-            }
-        }
-        if ready.is_empty() {
-            return PollStatus::Idle;
-        }
-        for io in ready {
-            let status = io.status;
-            io.complete(status);
-        }
-        PollStatus::Busy
-    }
 }
 
 impl IoDone for DelayState {
@@ -164,24 +142,21 @@ impl IoDone for DelayState {
             IoType::Read => 0,
             _ => 2,
         } + usize::from(self.one_in_a_hundred());
-        let deadline = clock::now_ns() + self.latency_ns[class];
-        self.queues.borrow_mut()[class].push_back((deadline, io));
+        // A reactor timer (not a poller) holds the I/O, so an idle reactor can still sleep
+        // until the deadline instead of spinning on it.
+        oxstor_reactor::schedule_after(Duration::from_nanos(self.latency_ns[class]), move || {
+            let status = io.status;
+            io.complete(status);
+        });
     }
 }
 
 struct DelayChannel {
     state: Rc<DelayState>,
-    poller: PollerId,
 }
 
 impl BdevChannel for DelayChannel {
     fn submit(&self, io: Box<BdevIo>) {
         self.state.base.submit(io, self.state.clone(), 0);
-    }
-}
-
-impl Drop for DelayChannel {
-    fn drop(&mut self) {
-        oxstor_reactor::unregister_poller(self.poller);
     }
 }

@@ -109,7 +109,10 @@ pub fn delete(name: &str) -> Result<(), BdevError> {
 pub fn inject(p: &InjectParams) -> Result<(), BdevError> {
     let entry = registry::lookup(&p.name)?;
     if entry.bdev.module() != "error" {
-        return Err(BdevError::Invalid(format!("{} is not an error bdev", p.name)));
+        return Err(BdevError::Invalid(format!(
+            "{} is not an error bdev",
+            p.name
+        )));
     }
     let kind = match p.error_type.as_str() {
         "failure" => KIND_FAILURE,
@@ -146,7 +149,14 @@ pub fn inject(p: &InjectParams) -> Result<(), BdevError> {
     )
 }
 
-fn set_rules(name: &str, types: &[IoType], kind: u8, num: u32, off: u64, val: u8) -> Result<(), BdevError> {
+fn set_rules(
+    name: &str,
+    types: &[IoType],
+    kind: u8,
+    num: u32,
+    off: u64,
+    val: u8,
+) -> Result<(), BdevError> {
     let rules = ERROR_RULES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -188,7 +198,9 @@ impl Bdev for ErrorBdev {
     }
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
         let guard = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = guard.as_ref().ok_or_else(|| BdevError::NotFound(self.params.base_name.clone()))?;
+        let entry = guard
+            .as_ref()
+            .ok_or_else(|| BdevError::NotFound(self.params.base_name.clone()))?;
         Ok(Box::new(ErrorChannel(Rc::new(ErrorState {
             base: entry.entry().channel()?,
             rules: self.rules.clone(),

@@ -40,11 +40,15 @@ pub fn create(mut params: MallocParams) -> Result<String, BdevError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     check_block_geometry(params.block_size, params.num_blocks)?;
     if params.md_size.unwrap_or(0) != 0 {
-        return Err(BdevError::Invalid("metadata (md_size) is not supported".into()));
+        return Err(BdevError::Invalid(
+            "metadata (md_size) is not supported".into(),
+        ));
     }
     let bytes = params.num_blocks * params.block_size as u64;
     if bytes > MAX_BYTES {
-        return Err(BdevError::NoMem(format!("{bytes} bytes is too large for a malloc bdev")));
+        return Err(BdevError::NoMem(format!(
+            "{bytes} bytes is too large for a malloc bdev"
+        )));
     }
     let name = match &params.name {
         Some(n) => n.clone(),
@@ -130,7 +134,9 @@ impl BdevChannel for MallocChannel {
                 let dst = io.buf.as_mut_slice();
                 // SAFETY: [offset, offset+len) is inside the region (checked range), the region
                 // outlives every channel, and dst is a distinct DMA buffer of exactly len bytes.
-                unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), len) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), len)
+                };
                 IoStatus::Success
             }
             IoType::Write => {

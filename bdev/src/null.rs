@@ -37,7 +37,9 @@ pub fn check_block_geometry(block_size: u32, num_blocks: u64) -> Result<(), Bdev
         )));
     }
     if num_blocks == 0 {
-        return Err(BdevError::Invalid("num_blocks must be greater than 0".into()));
+        return Err(BdevError::Invalid(
+            "num_blocks must be greater than 0".into(),
+        ));
     }
     if num_blocks.checked_mul(block_size as u64).is_none() {
         return Err(BdevError::Invalid("bdev size overflows".into()));
@@ -56,7 +58,9 @@ pub fn resolve_uuid(uuid: &Option<String>) -> Result<String, BdevError> {
 pub fn create(mut params: NullParams) -> Result<String, BdevError> {
     check_block_geometry(params.block_size, params.num_blocks)?;
     if params.md_size != 0 {
-        return Err(BdevError::Invalid("metadata (md_size) is not supported".into()));
+        return Err(BdevError::Invalid(
+            "metadata (md_size) is not supported".into(),
+        ));
     }
     let uuid = resolve_uuid(&params.uuid)?;
     params.uuid = Some(uuid.clone());

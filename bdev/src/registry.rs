@@ -225,9 +225,9 @@ pub fn iostat(entry: &Arc<BdevEntry>) -> IoStatSnapshot {
     let id = entry.id;
     let mut total = IoStatSnapshot::default();
     let per_core = match runtime() {
-        Some(rt) => rt.run_on_all(move || {
-            STATS.with(|s| s.borrow().get(&id).map(|st| st.snapshot()))
-        }),
+        Some(rt) => {
+            rt.run_on_all(move || STATS.with(|s| s.borrow().get(&id).map(|st| st.snapshot())))
+        }
         None => Vec::new(),
     };
     for snap in per_core.into_iter().flatten() {

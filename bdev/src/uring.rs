@@ -77,13 +77,18 @@ fn device_size(file: &File, path: &str) -> Result<(u64, Option<u32>), BdevError>
                 && libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut sector as *mut libc::c_int) == 0
         };
         if !ok {
-            return Err(BdevError::Io(path.to_string(), std::io::Error::last_os_error()));
+            return Err(BdevError::Io(
+                path.to_string(),
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok((bytes, Some(sector as u32)))
     } else if meta.file_type().is_file() {
         Ok((meta.len(), None))
     } else {
-        Err(BdevError::Invalid(format!("{path} is neither a regular file nor a block device")))
+        Err(BdevError::Invalid(format!(
+            "{path} is neither a regular file nor a block device"
+        )))
     }
 }
 
@@ -144,7 +149,10 @@ impl Bdev for UringBdev {
         t != IoType::Compare
     }
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
-        let fd = self.file.try_clone().map_err(|e| BdevError::Io(self.params.filename.clone(), e))?;
+        let fd = self
+            .file
+            .try_clone()
+            .map_err(|e| BdevError::Io(self.params.filename.clone(), e))?;
         let state = Rc::new(UringState {
             file: fd,
             block_size: self.geometry.block_size as u64,
@@ -169,7 +177,10 @@ impl Bdev for UringBdev {
     }
     fn destroy(&self) {
         if let Err(e) = self.file.sync_all() {
-            tracing::error!("uring bdev {}: fsync at close failed: {e}", self.params.name);
+            tracing::error!(
+                "uring bdev {}: fsync at close failed: {e}",
+                self.params.name
+            );
         }
     }
 }
@@ -207,16 +218,27 @@ impl UringState {
         let fd = types::Fd(self.file.as_raw_fd());
         let offset = io.offset_blocks * self.block_size;
         let len = io.num_blocks * self.block_size;
-        let fixed = io.buf.fixed_index().filter(|_| with_ring(|r| r.has_fixed_buffers()));
+        let fixed = io
+            .buf
+            .fixed_index()
+            .filter(|_| with_ring(|r| r.has_fixed_buffers()));
         let ptr = io.buf.as_mut_ptr();
         let entry = match io.io_type {
             IoType::Read => match fixed {
-                Some(i) => opcode::ReadFixed::new(fd, ptr, len as u32, i).offset(offset).build(),
-                None => opcode::Read::new(fd, ptr, len as u32).offset(offset).build(),
+                Some(i) => opcode::ReadFixed::new(fd, ptr, len as u32, i)
+                    .offset(offset)
+                    .build(),
+                None => opcode::Read::new(fd, ptr, len as u32)
+                    .offset(offset)
+                    .build(),
             },
             IoType::Write => match fixed {
-                Some(i) => opcode::WriteFixed::new(fd, ptr, len as u32, i).offset(offset).build(),
-                None => opcode::Write::new(fd, ptr, len as u32).offset(offset).build(),
+                Some(i) => opcode::WriteFixed::new(fd, ptr, len as u32, i)
+                    .offset(offset)
+                    .build(),
+                None => opcode::Write::new(fd, ptr, len as u32)
+                    .offset(offset)
+                    .build(),
             },
             IoType::Flush => opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)

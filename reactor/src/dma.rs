@@ -333,7 +333,11 @@ impl Drop for DmaBuf {
 
 impl std::fmt::Debug for DmaBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DmaBuf({:p}, len {}, cap {})", self.ptr, self.len, self.capacity)
+        write!(
+            f,
+            "DmaBuf({:p}, len {}, cap {})",
+            self.ptr, self.len, self.capacity
+        )
     }
 }
 
@@ -391,7 +395,11 @@ mod tests {
         let p = a.as_ptr();
         drop(a);
         let b = DmaBuf::alloc(4096).unwrap();
-        assert_eq!(b.as_ptr(), p, "the per-core cache hands back the last freed buffer");
+        assert_eq!(
+            b.as_ptr(),
+            p,
+            "the per-core cache hands back the last freed buffer"
+        );
         let big = DmaBuf::alloc(1 << 20).unwrap();
         assert_eq!(big.len(), 1 << 20);
         assert!(big.fixed_index().is_none());

@@ -74,10 +74,7 @@ pub fn now_ticks() -> u64 {
 }
 
 /// Runs `poll` on every iteration of this core's loop. Must be called on a reactor thread.
-pub fn register_poller(
-    name: &'static str,
-    poll: impl FnMut() -> PollStatus + 'static,
-) -> PollerId {
+pub fn register_poller(name: &'static str, poll: impl FnMut() -> PollStatus + 'static) -> PollerId {
     expect_local().pollers.register(name, 0, Box::new(poll))
 }
 

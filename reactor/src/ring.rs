@@ -43,7 +43,9 @@ impl Ring {
         let uring = match tuned {
             Ok(r) => r,
             // Older kernels lack the task-run flags; the plain ring is still correct.
-            Err(_) => IoUring::builder().setup_cqsize(entries * 4).build(entries)?,
+            Err(_) => IoUring::builder()
+                .setup_cqsize(entries * 4)
+                .build(entries)?,
         };
         Ok(Ring {
             uring: RefCell::new(uring),
@@ -62,7 +64,10 @@ impl Ring {
             return HandlerId(id);
         }
         let id = handlers.len();
-        assert!(id < u16::MAX as usize, "too many io_uring completion handlers");
+        assert!(
+            id < u16::MAX as usize,
+            "too many io_uring completion handlers"
+        );
         handlers.push(Some(handler));
         HandlerId(id as u16)
     }
@@ -94,8 +99,7 @@ impl Ring {
             }
             // Submission queue full: hand what we have to the kernel now and retry.
             if let Err(e) = uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN)
-                {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN) {
                     tracing::error!("io_uring submit failed: {e}");
                 }
                 drop(uring);
@@ -143,7 +147,12 @@ impl Ring {
         };
         match result {
             Ok(_) => self.queued.set(0),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 self.queued.set(0)
             }
             Err(e) => tracing::error!("io_uring wait failed: {e}"),

@@ -215,12 +215,17 @@ impl Runtime {
                     match Local::new(index, mailbox, cfg.ring_entries, handle) {
                         Ok(local) => {
                             let _ = ready.send(Ok(()));
-                            reactor::run(
-                                local,
-                                LoopOptions {
-                                    backoff: cfg.backoff,
-                                },
-                            );
+                            let opts = LoopOptions {
+                                backoff: cfg.backoff,
+                            };
+                            let run = std::panic::AssertUnwindSafe(|| reactor::run(local, opts));
+                            if std::panic::catch_unwind(run).is_err() {
+                                // A reactor that died would leave its queues, sockets and
+                                // in-flight I/O hanging forever: fail loudly instead.
+                                tracing::error!("reactor {index} panicked; aborting");
+                                eprintln!("oxstor: reactor {index} panicked; aborting");
+                                std::process::abort();
+                            }
                         }
                         Err(e) => {
                             let _ = ready.send(Err(e));

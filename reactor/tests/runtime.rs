@@ -68,7 +68,10 @@ fn pollers_and_timers_run_on_their_core() {
         });
     });
     let (elapsed, hits) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert!(elapsed >= Duration::from_millis(20), "timer fired early: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(20),
+        "timer fired early: {elapsed:?}"
+    );
     assert!(hits > 0, "poller never ran");
     rt.shutdown();
 }

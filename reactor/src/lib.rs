@@ -19,6 +19,7 @@ pub mod clock;
 pub mod cpuset;
 pub mod dma;
 mod mailbox;
+pub mod net;
 mod poller;
 pub mod reactor;
 pub mod ring;

@@ -145,3 +145,96 @@ fn idle_reactors_back_off_and_wake_on_messages() {
     assert!(t.elapsed() < Duration::from_millis(50));
     rt.shutdown();
 }
+
+mod net {
+    use super::*;
+    use oxstor_reactor::net::{
+        RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpAcceptor, TcpSocket,
+    };
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    struct Bytes(Vec<u8>);
+    impl Segment for Bytes {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// Echoes every received chunk back, as a two-segment batch.
+    struct Echo {
+        sock: Rc<TcpSocket<Bytes>>,
+    }
+    impl SocketEvents<Bytes> for Echo {
+        fn received(&self, buf: RecvBuf, result: i32) {
+            if result <= 0 {
+                self.sock.close();
+                return;
+            }
+            let RecvMem::Heap(mem) = &buf.mem else {
+                unreachable!()
+            };
+            let data = mem[..result as usize].to_vec();
+            let half = data.len() / 2;
+            self.sock.send(vec![
+                Bytes(data[..half].to_vec()),
+                Bytes(data[half..].to_vec()),
+            ]);
+            self.sock.recv(buf, false);
+        }
+        fn sent(&self, _segments: Vec<Bytes>, result: i32) {
+            assert!(result >= 0);
+        }
+    }
+
+    #[test]
+    fn tcp_echo_over_io_uring() {
+        let rt = runtime(&[0], true);
+        let (tx, rx) = mpsc::channel();
+        rt.handle().run_on(0, move || {
+            let acc = TcpAcceptor::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Box::new(|fd| {
+                    let sock = TcpSocket::<Bytes>::new(fd, None);
+                    let echo: Rc<dyn SocketEvents<Bytes>> = Rc::new(Echo { sock: sock.clone() });
+                    sock.set_events(Rc::downgrade(&echo));
+                    std::mem::forget(echo); // lives as long as the test process
+                    sock.recv(
+                        RecvBuf {
+                            mem: RecvMem::Heap(vec![0; 4096].into()),
+                            offset: 0,
+                            len: 4096,
+                        },
+                        false,
+                    );
+                }),
+            )
+            .unwrap();
+            tx.send(acc.local_addr()).unwrap();
+            ACCEPTOR.with(|a| *a.borrow_mut() = Some(acc));
+        });
+        let addr = rx.recv().unwrap();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        for round in 0..50u8 {
+            let msg = vec![round; 1000];
+            c.write_all(&msg).unwrap();
+            let mut back = vec![0; 1000];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(back, msg);
+        }
+        drop(c);
+        rt.handle().run_on(0, || {
+            ACCEPTOR.with(|a| a.borrow_mut().take().unwrap().stop())
+        });
+        let t = Instant::now();
+        rt.shutdown();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "sockets did not drain at shutdown"
+        );
+    }
+
+    thread_local! {
+        static ACCEPTOR: std::cell::RefCell<Option<Rc<TcpAcceptor>>> = const { std::cell::RefCell::new(None) };
+    }
+}

@@ -91,7 +91,7 @@ impl IoChannel {
         }
         if t == IoType::Write && g.write_unit_size > 1 {
             let unit = g.write_unit_size as u64;
-            if io.offset_blocks % unit != 0 || io.num_blocks % unit != 0 {
+            if !io.offset_blocks.is_multiple_of(unit) || !io.num_blocks.is_multiple_of(unit) {
                 return Err(libc::EINVAL);
             }
         }

@@ -132,7 +132,7 @@ impl DelayState {
         x ^= x >> 7;
         x ^= x << 17;
         self.rng.set(x);
-        x % 100 == 0
+        x.is_multiple_of(100)
     }
 }
 

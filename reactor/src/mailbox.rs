@@ -80,7 +80,7 @@ impl Mailbox {
     /// in which case the caller must not sleep.
     pub fn set_sleeping(&self, sleeping: bool) -> bool {
         self.sleeping.store(sleeping, Ordering::SeqCst);
-        !(sleeping && !self.queue.is_empty())
+        !sleeping || self.queue.is_empty()
     }
 
     pub fn eventfd(&self) -> RawFd {

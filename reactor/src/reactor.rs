@@ -224,7 +224,7 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
             idle_ns_acc += spent;
         }
         iterations = iterations.wrapping_add(1);
-        if iterations % STATS_EVERY == 0 {
+        if iterations.is_multiple_of(STATS_EVERY) {
             shared.publish(busy_ns_acc, idle_ns_acc, iterations);
         }
 

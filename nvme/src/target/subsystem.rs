@@ -93,6 +93,7 @@ pub struct Subsystem {
 }
 
 impl Subsystem {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         nqn: String,
         serial_number: String,

@@ -25,6 +25,16 @@ BYTES=$(( $(cat /sys/block/$(basename "$DEV")/size) * 512 ))
 [ "$BYTES" = "$EXPECT_BYTES" ] || fail "namespace-size $BYTES != $EXPECT_BYTES"
 ok namespace-size
 
+# Namespace hot-add: the test on the host adds NSID 2 when it sees this line; the target's
+# Asynchronous Event makes the kernel rescan and the new block device appear.
+echo "@@ADD-NAMESPACE-2@@"
+NS2=""
+for i in $(seq 1 80); do
+  [ -e "${CTRL}n2" ] && NS2=${CTRL}n2 && break; sleep 0.25
+done
+[ -n "$NS2" ] || fail "namespace-hot-add (no ${CTRL}n2 after the AER)"
+ok namespace-hot-add-aer
+
 nvme id-ctrl "$CTRL" > /tmp/idctrl || fail id-ctrl
 grep -q "^sn *: *$EXPECT_SERIAL" /tmp/idctrl || { cat /tmp/idctrl | head -20; fail id-ctrl-serial; }
 grep -E "^(sn|mn|subnqn|mdts|ioccsz|sgls) " /tmp/idctrl

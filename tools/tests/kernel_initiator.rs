@@ -9,8 +9,9 @@ mod common;
 
 use common::Daemon;
 use serde_json::json;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const NQN: &str = "nqn.2016-06.io.oxstor:cnode1";
 const DENIED_NQN: &str = "nqn.2016-06.io.oxstor:denied";
@@ -65,7 +66,11 @@ fn linux_kernel_initiator_discovers_connects_and_verifies() {
             json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port}}),
         );
     }
-    let out = Command::new(scripts.join("linux-nvme-tcp.sh"))
+    d.ok(
+        "bdev_malloc_create",
+        json!({"name": "Malloc2", "num_blocks": 2048, "block_size": 4096}),
+    );
+    let mut child = Command::new(scripts.join("linux-nvme-tcp.sh"))
         .args(["--kernel-quiet", "-t", "600", "-p", &port])
         .args([
             "-e",
@@ -75,21 +80,39 @@ fn linux_kernel_initiator_discovers_connects_and_verifies() {
         ])
         .args(["-e", "EXPECT_BYTES=268435456", "-e", "EXPECT_SERIAL=OX0001"])
         .arg(scripts.join("guest-kernel-initiator.sh"))
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the QEMU initiator harness");
-    let console = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    // Follow the console: when the guest asks, hot-add a namespace while it is connected.
+    let mut console = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("@@ADD-NAMESPACE-2@@") {
+            d.ok(
+                "nvmf_subsystem_add_ns",
+                json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc2", "nsid": 2}}),
+            );
+        }
+        console.push_str(&line);
+        console.push('\n');
+    }
+    let status = child.wait().expect("harness exit status");
+    console.push_str(&stderr_reader.join().unwrap_or_default());
     assert!(
-        out.status.success(),
-        "guest checks failed ({}):\n{console}",
-        out.status
+        status.success(),
+        "guest checks failed ({status}):\n{console}"
     );
     for check in [
         "discover",
         "connect",
+        "namespace-hot-add-aer",
         "namespace-size",
         "id-ctrl",
         "id-ns",

@@ -18,6 +18,8 @@
 #![warn(missing_docs)]
 
 mod bytes;
+#[allow(missing_docs)]
+pub mod host;
 pub mod pdu;
 pub mod spec;
 #[allow(missing_docs)]

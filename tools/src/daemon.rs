@@ -75,6 +75,7 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), StartError> {
 fn stop_engine(rt: Runtime) {
     // Hosts first (their queues hold bdev channels), then the bdevs, newest first.
     oxstor_nvme::target::rpc::shutdown();
+    oxstor_nvme::host::detach_all();
     registry::unregister_all();
     registry::set_runtime(None);
     rt.shutdown();

@@ -80,7 +80,10 @@ fn empty_daemon_saves_just_the_barrier() {
     let d = Daemon::start();
     assert_eq!(
         d.ok("save_config", Value::Null),
-        json!({"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_wait_for_examine"}]}]})
+        json!({"subsystems":[
+            {"subsystem":"bdev","config":[{"method":"bdev_wait_for_examine"}]},
+            {"subsystem":"nvmf","config":[]}
+        ]})
     );
 }
 

@@ -69,12 +69,24 @@ pub fn describe_status(s: &Status) -> String {
         (Status::INVALID_OPCODE, "Invalid Command Opcode"),
         (Status::INVALID_FIELD, "Invalid Field in Command"),
         (Status::COMMAND_SEQUENCE_ERROR, "Command Sequence Error"),
-        (Status::INVALID_NAMESPACE_OR_FORMAT, "Invalid Namespace or Format"),
+        (
+            Status::INVALID_NAMESPACE_OR_FORMAT,
+            "Invalid Namespace or Format",
+        ),
         (Status::LBA_OUT_OF_RANGE, "LBA Out of Range"),
-        (Status::CONNECT_INCOMPATIBLE_FORMAT, "Connect Incompatible Format"),
+        (
+            Status::CONNECT_INCOMPATIBLE_FORMAT,
+            "Connect Incompatible Format",
+        ),
         (Status::CONNECT_CONTROLLER_BUSY, "Connect Controller Busy"),
-        (Status::CONNECT_INVALID_PARAMETERS, "Connect Invalid Parameters"),
-        (Status::CONNECT_INVALID_HOST, "Connect Invalid Host (host NQN not allowed)"),
+        (
+            Status::CONNECT_INVALID_PARAMETERS,
+            "Connect Invalid Parameters",
+        ),
+        (
+            Status::CONNECT_INVALID_HOST,
+            "Connect Invalid Host (host NQN not allowed)",
+        ),
         (Status::INTERNAL_ERROR, "Internal Error"),
     ];
     let name = known
@@ -326,7 +338,11 @@ impl Wire {
     /// Property Get of a 4- or 8-byte property.
     pub fn property_get(&mut self, offset: u32, eight: bool) -> Result<u64, WireError> {
         let get = PropertyGet {
-            attributes: if eight { PROPERTY_SIZE_8 } else { PROPERTY_SIZE_4 },
+            attributes: if eight {
+                PROPERTY_SIZE_8
+            } else {
+                PROPERTY_SIZE_4
+            },
             offset,
         };
         let cid = self.cid();

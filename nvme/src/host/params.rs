@@ -110,7 +110,12 @@ impl AttachParams {
                 "TLS PSK and DH-HMAC-CHAP are not supported".into(),
             ));
         }
-        let ipv6 = match self.adrfam.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let ipv6 = match self
+            .adrfam
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("ipv4") => false,
             Some("ipv6") => true,
             Some(other) => {

@@ -39,6 +39,9 @@ pub const METHODS: &[Method] = &[
     m("bdev_error_create", bdev::error_create),
     m("bdev_error_delete", bdev::error_delete),
     m("bdev_error_inject_error", bdev::error_inject_error),
+    m("bdev_nvme_attach_controller", nvmf::nvme_attach_controller),
+    m("bdev_nvme_detach_controller", nvmf::nvme_detach_controller),
+    m("bdev_nvme_get_controllers", nvmf::nvme_get_controllers),
     // nvmf target
     m("nvmf_create_transport", nvmf::create_transport),
     m("nvmf_get_transports", nvmf::get_transports),

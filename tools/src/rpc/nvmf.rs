@@ -80,3 +80,51 @@ pub fn get_stats(_: &Context, p: Option<Value>) -> RpcResult {
 pub fn config_calls() -> Vec<Value> {
     nvmf::config_calls()
 }
+
+/// `bdev_nvme_attach_controller`: a remote NVMe/TCP namespace becomes local bdevs
+/// (`<name>n<nsid>`); answers their names as SPDK does.
+pub fn nvme_attach_controller(_: &Context, p: Option<Value>) -> RpcResult {
+    let names = oxstor_nvme::host::attach(decode(p)?)?;
+    Ok(json!(names))
+}
+
+pub fn nvme_detach_controller(_: &Context, p: Option<Value>) -> RpcResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Detach {
+        name: String,
+        #[serde(default)]
+        trtype: Option<String>,
+        #[serde(default)]
+        traddr: Option<String>,
+        #[serde(default)]
+        adrfam: Option<String>,
+        #[serde(default)]
+        trsvcid: Option<String>,
+        #[serde(default)]
+        subnqn: Option<String>,
+    }
+    let d: Detach = decode(p)?;
+    let _ = (&d.trtype, &d.traddr, &d.adrfam, &d.trsvcid, &d.subnqn);
+    oxstor_nvme::host::detach(&d.name)?;
+    Ok(Value::Bool(true))
+}
+
+pub fn nvme_get_controllers(_: &Context, p: Option<Value>) -> RpcResult {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Get {
+        #[serde(default)]
+        name: Option<String>,
+    }
+    let g: Get = match p {
+        Some(p) => decode(Some(p))?,
+        None => Get::default(),
+    };
+    if let Some(n) = &g.name {
+        if !oxstor_nvme::host::controller_names().contains(n) {
+            return Err(RpcError::errno(libc::ENODEV, format!("Controller {n} not found")));
+        }
+    }
+    Ok(oxstor_nvme::host::get_controllers(g.name.as_deref()))
+}

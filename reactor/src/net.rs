@@ -72,10 +72,14 @@ const TAG_SEND: u64 = 1;
 
 struct SendState<S> {
     segments: Vec<S>,
-    iovecs: Vec<libc::iovec>,
-    msg: Box<libc::msghdr>,
     sent: usize,
     total: usize,
+}
+
+/// The kernel-visible part of a send. Kept across sends so a batch allocates nothing.
+struct SendMsg {
+    iovecs: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
 }
 
 /// A kernel TCP socket on this core's io_uring.
@@ -86,6 +90,7 @@ pub struct TcpSocket<S: Segment> {
     events: RefCell<Option<Weak<dyn SocketEvents<S>>>>,
     recv_buf: RefCell<Option<RecvBuf>>,
     send: RefCell<Option<SendState<S>>>,
+    send_msg: RefCell<SendMsg>,
     inflight: Cell<u32>,
     closed: Cell<bool>,
     peer: Option<SocketAddr>,
@@ -112,6 +117,11 @@ impl<S: Segment> TcpSocket<S> {
             events: RefCell::new(None),
             recv_buf: RefCell::new(None),
             send: RefCell::new(None),
+            send_msg: RefCell::new(SendMsg {
+                iovecs: Vec::with_capacity(64),
+                // SAFETY: msghdr is plain old data; all-zero is its documented empty value.
+                msg: Box::new(unsafe { std::mem::zeroed() }),
+            }),
             inflight: Cell::new(0),
             closed: Cell::new(false),
             peer,
@@ -134,7 +144,7 @@ impl<S: Segment> TcpSocket<S> {
     fn push(&self, entry: io_uring::squeue::Entry, tag: u64) {
         let Some(id) = self.handler.get() else { return };
         self.inflight.set(self.inflight.get() + 1);
-        // SAFETY: the entry points into `recv_buf` or `send` (iovecs, msghdr, segments),
+        // SAFETY: the entry points into `recv_buf` or `send`/`send_msg` (segments, iovecs, msghdr),
         // which this socket owns and does not touch until the completion for `tag` arrives;
         // the ring's handler table keeps the socket alive until then, and `fd` is closed only
         // once nothing is in flight.
@@ -143,10 +153,12 @@ impl<S: Segment> TcpSocket<S> {
 
     fn submit_send(&self) {
         let entry = {
-            let mut guard = self.send.borrow_mut();
-            let Some(st) = guard.as_mut() else { return };
+            let guard = self.send.borrow();
+            let Some(st) = guard.as_ref() else { return };
+            let mut m = self.send_msg.borrow_mut();
+            let m = &mut *m;
             // Rebuild the iovec list from the first unsent byte.
-            st.iovecs.clear();
+            m.iovecs.clear();
             let mut skip = st.sent;
             for seg in &st.segments {
                 let b = seg.bytes();
@@ -154,15 +166,15 @@ impl<S: Segment> TcpSocket<S> {
                     skip -= b.len();
                     continue;
                 }
-                st.iovecs.push(libc::iovec {
+                m.iovecs.push(libc::iovec {
                     iov_base: b[skip..].as_ptr() as *mut libc::c_void,
                     iov_len: b.len() - skip,
                 });
                 skip = 0;
             }
-            st.msg.msg_iov = st.iovecs.as_mut_ptr();
-            st.msg.msg_iovlen = st.iovecs.len();
-            opcode::SendMsg::new(types::Fd(self.raw_fd), &*st.msg as *const libc::msghdr)
+            m.msg.msg_iov = m.iovecs.as_mut_ptr();
+            m.msg.msg_iovlen = m.iovecs.len();
+            opcode::SendMsg::new(types::Fd(self.raw_fd), &*m.msg as *const libc::msghdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
         };
@@ -208,18 +220,21 @@ impl<S: Segment> Socket<S> for TcpSocket<S> {
 
     fn send(&self, segments: Vec<S>) {
         let total = segments.iter().map(|s| s.bytes().len()).sum();
+        if self.send.borrow().is_some() {
+            // One batch at a time: the kernel still reads the previous one's iovecs.
+            if let Some(ev) = self.events() {
+                ev.sent(segments, -libc::EBUSY);
+            }
+            return;
+        }
         if self.closed.get() || total == 0 {
             if let Some(ev) = self.events() {
                 ev.sent(segments, if total == 0 { 0 } else { -libc::EPIPE });
             }
             return;
         }
-        // SAFETY: msghdr is plain old data; all-zero is its documented empty value.
-        let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         *self.send.borrow_mut() = Some(SendState {
-            iovecs: Vec::with_capacity(segments.len()),
             segments,
-            msg,
             sent: 0,
             total,
         });

@@ -43,6 +43,7 @@ const MAX_SLOTS: usize = 4096;
 pub enum TxSeg {
     Hdr(Hdr),
     Heap(Vec<u8>),
+    Digest([u8; 4]),
     Io(Box<BdevIo>),
 }
 
@@ -56,6 +57,7 @@ impl Segment for TxSeg {
         match self {
             TxSeg::Hdr(h) => &h.bytes[..h.len],
             TxSeg::Heap(v) => v,
+            TxSeg::Digest(d) => d,
             TxSeg::Io(io) => io.buf.as_slice(),
         }
     }
@@ -288,13 +290,33 @@ pub fn complete_aer(conn: u64, cid: u16, event: u32) {
     }
 }
 
+/// A copy of the header that failed, for the C2HTermReq; on the stack, so the common case of
+/// a good PDU costs no allocation.
+struct Offending {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Offending {
+    fn of(header: &[u8]) -> Offending {
+        let len = header.len().min(128);
+        let mut bytes = [0u8; 128];
+        bytes[..len].copy_from_slice(&header[..len]);
+        Offending { bytes, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 enum Step {
     Again,
     NeedStaging,
     RecvDirect(RecvBuf),
     Execute(u16),
     WaitBuffer(u16, usize),
-    Fatal(PduError, Vec<u8>),
+    Fatal(PduError, Offending),
     Stop,
 }
 
@@ -353,7 +375,7 @@ impl Conn {
                 Step::Execute(slot) => self.execute(slot),
                 Step::WaitBuffer(slot, len) => self.wait_for_buffer(slot, len),
                 Step::Fatal(err, hdr) => {
-                    self.fatal(err, &hdr);
+                    self.fatal(err, hdr.bytes());
                     return;
                 }
                 Step::Stop => return,
@@ -378,21 +400,21 @@ impl Conn {
         }
         let layout = match CommonHeader::parse(avail).and_then(|ch| ch.layout(&st.neg)) {
             Ok(l) => l,
-            Err(e) => return Step::Fatal(e, avail[..avail.len().min(128)].to_vec()),
+            Err(e) => return Step::Fatal(e, Offending::of(avail)),
         };
         let header_len = layout.header_with_digest_len();
         let need = header_len + layout.padding_len();
         if avail.len() < need {
             if need > STAGING_LEN / 2 {
-                return Step::Fatal(PduError::invalid_field(3), avail[..8].to_vec());
+                return Step::Fatal(PduError::invalid_field(3), Offending::of(avail));
             }
             return Step::NeedStaging;
         }
         let pdu = match Pdu::parse(&avail[..header_len], &st.neg) {
             Ok(p) => p,
-            Err(e) => return Step::Fatal(e, avail[..header_len.min(128)].to_vec()),
+            Err(e) => return Step::Fatal(e, Offending::of(&avail[..header_len])),
         };
-        let offending = avail[..header_len.min(128)].to_vec();
+        let offending = Offending::of(&avail[..header_len]);
         st.rx_start += need;
         match pdu.header {
             PduHeader::IcReq(req) => {
@@ -455,7 +477,7 @@ impl Conn {
         sqe: [u8; COMMAND_LEN],
         data_len: usize,
         data_digest: bool,
-        offending: Vec<u8>,
+        offending: Offending,
     ) -> Step {
         if st.reqs.len() >= MAX_SLOTS && st.free.is_empty() {
             return Step::Fatal(
@@ -512,7 +534,7 @@ impl Conn {
             });
             return Step::Again;
         }
-        if io_cmd::wants_host_data(&cmd)
+        if io_cmd::wants_host_data(&cmd, st.queue.as_ref().map(|q| q.qid))
             && matches!(sgl.kind(), SglKind::TransportDataBlock { .. })
             && sgl.length > 0
         {
@@ -575,7 +597,7 @@ impl Conn {
         );
     }
 
-    fn h2c_data(&self, st: &mut State, d: DataPdu, digest: bool, offending: Vec<u8>) -> Step {
+    fn h2c_data(&self, st: &mut State, d: DataPdu, digest: bool, offending: Offending) -> Step {
         let Some(r) = st.reqs.get(d.ttag as usize).and_then(Option::as_ref) else {
             return Step::Fatal(PduError::invalid_field(10), offending);
         };
@@ -643,13 +665,13 @@ impl Conn {
                 .as_ref()
                 .and_then(|r| r.buf.as_ref())
                 .map(|b| &b.as_slice()[d.base..d.base + d.len]);
-            if let Some(data) = data {
-                if pdu::verify_data_digest(data, received).is_err() {
-                    tracing::warn!("connection {}: data digest mismatch", self.id);
-                    return Step::Fatal(
-                        PduError::fatal(FatalErrorStatus::HeaderDigestError),
-                        Vec::new(),
-                    );
+            let bad = data.is_some_and(|data| pdu::verify_data_digest(data, received).is_err());
+            if bad {
+                // NVMe/TCP has no fatal error for this: the command fails with a transient
+                // transport error (the host may retry) and the connection carries on.
+                tracing::warn!("connection {}: data digest mismatch", self.id);
+                if let Some(r) = st.reqs[slot].as_mut() {
+                    r.status = Status::TRANSIENT_TRANSPORT_ERROR;
                 }
             }
         }
@@ -672,6 +694,11 @@ impl Conn {
             let Some(r) = st.reqs.get(slot as usize).and_then(Option::as_ref) else {
                 return;
             };
+            if !r.status.is_success() {
+                let status = r.status;
+                drop(st);
+                return self.respond(slot, status, 0);
+            }
             (
                 r.sqe[0],
                 st.queue.is_some(),
@@ -811,7 +838,7 @@ impl Conn {
         let digest = (neg.data_digest && len > 0).then(|| pdu::data_digest(data.bytes()));
         st.tx.push(data);
         if let Some(d) = digest {
-            st.tx.push(TxSeg::Heap(d.to_le_bytes().to_vec()));
+            st.tx.push(TxSeg::Digest(d.to_le_bytes()));
         }
         if success {
             stat(|s| s.completed_nvme_io += 1);

@@ -8,12 +8,18 @@ use crate::spec::opcodes::{admin as admin_op, io as op};
 use oxstor_bdev::{BdevIo, IoBuf, IoStatus, IoType};
 use oxstor_reactor::DmaBuf;
 
-/// Whether a command carries data from the host (so it needs an R2T when not in-capsule).
-pub fn wants_host_data(cmd: &Command<'_>) -> bool {
-    matches!(
-        cmd.opcode(),
-        op::WRITE | op::COMPARE | op::DATASET_MANAGEMENT | admin_op::FABRICS
-    )
+/// Whether a command on queue `qid` (None before Connect) carries data from the host, so it
+/// needs an R2T when the data is not in the capsule. Opcodes mean different things on admin
+/// and I/O queues, hence the queue.
+pub fn wants_host_data(cmd: &Command<'_>, qid: Option<u16>) -> bool {
+    match qid {
+        None => cmd.opcode() == admin_op::FABRICS,
+        Some(0) => matches!(cmd.opcode(), admin_op::FABRICS | admin_op::SET_FEATURES),
+        Some(_) => matches!(
+            cmd.opcode(),
+            op::WRITE | op::COMPARE | op::DATASET_MANAGEMENT
+        ),
+    }
 }
 
 fn to_status(status: IoStatus, io_type: IoType) -> Status {

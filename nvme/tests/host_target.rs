@@ -1030,3 +1030,73 @@ fn connections_dropped_mid_pdu_leave_the_target_alive() {
     drop(admin);
     assert_target_healthy();
 }
+
+#[test]
+fn data_digest_mismatch_fails_only_that_command() {
+    let nqn = nqn_for_raw();
+    let (_admin, mut q) = Raw::io_queue(&nqn, true);
+    let data = vec![0x5Au8; BS as usize];
+    let cid = q.next_cid();
+    let sqe = CommandBuilder::nvm_io(io_op::WRITE, 1, 3, 1)
+        .cid(cid)
+        .sgl(SglDescriptor::in_capsule(0, BS as u32))
+        .build();
+    let mut b = vec![0u8; 256];
+    let n = encode_capsule_cmd(&sqe, data.len(), &q.neg, &mut b).unwrap();
+    b.truncate(n);
+    b.extend_from_slice(&data);
+    let wrong = oxstor_nvme::pdu::data_digest(&data) ^ 0xdead_beef;
+    b.extend_from_slice(&wrong.to_le_bytes());
+    q.send(&b);
+    let c = q.response();
+    assert_eq!(c.cid, cid);
+    assert!(
+        c.status.same_code(Status::TRANSIENT_TRANSPORT_ERROR),
+        "a corrupted write must not be executed: {c:?}"
+    );
+    // The queue carries on; a good command still works.
+    let c = q.read(3, 1, 0);
+    assert!(c.status.is_success(), "{c:?}");
+    assert_target_healthy();
+}
+
+#[test]
+fn a_silent_host_loses_its_controller_when_keep_alive_lapses() {
+    let nqn = nqn_for_raw();
+    let mut admin = Raw::connect();
+    admin.ic_req(false, false);
+    let data = ConnectDataFields {
+        host_id: [9; 16],
+        cntlid: CNTLID_DYNAMIC,
+        subsystem_nqn: &nqn,
+        host_nqn: HOSTNQN,
+    }
+    .encode()
+    .unwrap();
+    let cid = admin.next_cid();
+    let sqe = Connect {
+        record_format: 0,
+        queue_id: 0,
+        sq_size: 31,
+        attributes: 0,
+        keep_alive_timeout_ms: 1000,
+    }
+    .build(cid);
+    admin.capsule(&sqe, &data);
+    assert!(admin.response().status.is_success());
+    // No Keep Alive from us: within KATO plus the target's slack, it closes the queue.
+    let started = Instant::now();
+    admin
+        .s
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let n = std::io::Read::read(&mut admin.s, &mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "the target closed the connection");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    assert_target_healthy();
+}

@@ -1,0 +1,270 @@
+//! `cargo bench -p oxstor-perf`: the figures, each the median of three short runs of
+//! the in-process engine (the same code path as `oxperf bdev`).
+//!
+//! - null bdev, 4 KiB randread, QD128, one core (compare: SPDK bdevperf 14.45 M IOPS here)
+//! - malloc bdev, 4 KiB randwrite, QD32, one core
+//! - null bdev, QD1 latency, reactor back-off on vs off
+//! - uring bdev on a file, 4 KiB randread, QD128, and fio (io_uring, O_DIRECT) on the same
+//!   file when fio is installed
+//!
+//! `OXPERF_BENCH_SECS` changes the length of each run (default 3).
+
+use oxstor_perf::config::Call;
+use oxstor_perf::engine::RunOptions;
+use oxstor_perf::run::{run_bdev, BdevRun, Report};
+use oxstor_perf::stats::{LatencySummary, Totals};
+use oxstor_perf::workload::Workload;
+use oxstor_reactor::CoreMask;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const RUNS: usize = 3;
+
+fn secs() -> f64 {
+    std::env::var("OXPERF_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&s: &f64| s > 0.0)
+        .unwrap_or(3.0)
+}
+
+fn call(method: &str, params: Value) -> Call {
+    Call {
+        subsystem: "bdev".into(),
+        method: method.into(),
+        params,
+    }
+}
+
+struct Figure {
+    iops: f64,
+    mib_s: f64,
+    lat: LatencySummary,
+}
+
+fn figure(r: &Report) -> Figure {
+    let t = Totals::of(&r.jobs);
+    Figure {
+        iops: t.iops,
+        mib_s: t.mib_s,
+        lat: t.latency(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the setup RUNS times; returns the per-metric medians and the IOPS range.
+fn bench(
+    config: Vec<Call>,
+    workload: Workload,
+    qd: u32,
+    backoff: bool,
+) -> Result<(Figure, f64, f64), String> {
+    let mut figs = Vec::new();
+    for _ in 0..RUNS {
+        let run = BdevRun {
+            config: config.clone(),
+            cores: CoreMask::single(0),
+            backoff,
+            bdevs: Vec::new(),
+            options: RunOptions {
+                queue_depth: qd,
+                io_size: 4096,
+                workload,
+                duration: Duration::from_secs_f64(secs()),
+                ..Default::default()
+            },
+        };
+        let report = run_bdev(&run, &mut |_| {}).map_err(|e| e.to_string())?;
+        if !report.is_clean() {
+            return Err(format!(
+                "{} I/O errors, {} mismatches",
+                report.failed(),
+                report.mismatches()
+            ));
+        }
+        figs.push(figure(&report));
+    }
+    let pick = |f: &dyn Fn(&Figure) -> f64| median(figs.iter().map(f).collect());
+    let lo = figs.iter().map(|f| f.iops).fold(f64::MAX, f64::min);
+    let hi = figs.iter().map(|f| f.iops).fold(0.0, f64::max);
+    Ok((
+        Figure {
+            iops: pick(&|f| f.iops),
+            mib_s: pick(&|f| f.mib_s),
+            lat: LatencySummary {
+                mean: pick(&|f| f.lat.mean),
+                min: pick(&|f| f.lat.min),
+                p50: pick(&|f| f.lat.p50),
+                p90: pick(&|f| f.lat.p90),
+                p99: pick(&|f| f.lat.p99),
+                p99_9: pick(&|f| f.lat.p99_9),
+                p99_99: pick(&|f| f.lat.p99_99),
+                max: pick(&|f| f.lat.max),
+            },
+        },
+        lo,
+        hi,
+    ))
+}
+
+fn print_row(name: &str, r: Result<(Figure, f64, f64), String>) {
+    match r {
+        Ok((f, lo, hi)) => println!(
+            "{name:<44} {:>12.0} ({:>5.2}-{:<5.2} M) {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            f.iops,
+            lo / 1e6,
+            hi / 1e6,
+            f.mib_s,
+            f.lat.mean,
+            f.lat.p50,
+            f.lat.p99,
+            f.lat.p99_9
+        ),
+        Err(e) => println!("{name:<44} FAILED: {e}"),
+    }
+}
+
+fn null_config() -> Vec<Call> {
+    vec![call(
+        "bdev_null_create",
+        json!({"name": "Null0", "num_blocks": 2097152, "block_size": 4096}),
+    )]
+}
+
+/// A data file for the uring comparison, written once (real blocks, not a sparse hole).
+fn data_file() -> std::io::Result<PathBuf> {
+    const SIZE: u64 = 512 << 20;
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oxperf-bench-uring.img");
+    if std::fs::metadata(&path)
+        .map(|m| m.len() == SIZE)
+        .unwrap_or(false)
+    {
+        return Ok(path);
+    }
+    use std::io::Write;
+    let mut f = std::fs::File::create(&path)?;
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + 3) as u8).collect();
+    for _ in 0..SIZE >> 20 {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    Ok(path)
+}
+
+fn fio(path: &Path) -> Result<(f64, f64, f64), String> {
+    let out = Command::new("fio")
+        .args([
+            "--name=oxperf-compare",
+            &format!("--filename={}", path.display()),
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--rw=randread",
+            "--bs=4k",
+            "--iodepth=128",
+            "--numjobs=1",
+            "--cpus_allowed=0",
+            "--time_based",
+            &format!("--runtime={}", secs().ceil() as u64),
+            "--output-format=json",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run fio: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("fio output: {e}"))?;
+    let read = &v["jobs"][0]["read"];
+    let iops = read["iops"].as_f64().ok_or("fio: no read.iops")?;
+    let mean = read["clat_ns"]["mean"].as_f64().unwrap_or(0.0) / 1000.0;
+    let p99 = read["clat_ns"]["percentile"]["99.000000"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1000.0;
+    Ok((iops, mean, p99))
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is understood.
+    println!(
+        "oxperf bench: median of {RUNS} runs of {}s each, one core (core 0)\n",
+        secs()
+    );
+    println!(
+        "{:<44} {:>12} {:>17} {:>10} {:>8} {:>8} {:>8} {:>8}",
+        "test", "IOPS", "(range)", "MiB/s", "avg us", "p50 us", "p99 us", "p99.9"
+    );
+    print_row(
+        "null 4KiB randread QD128 (SPDK: 14.45M)",
+        bench(null_config(), Workload::RandRead, 128, true),
+    );
+    print_row(
+        "malloc 4KiB randwrite QD32",
+        bench(
+            vec![call(
+                "bdev_malloc_create",
+                json!({"name": "Malloc0", "num_blocks": 65536, "block_size": 4096}),
+            )],
+            Workload::RandWrite,
+            32,
+            true,
+        ),
+    );
+    print_row(
+        "null 4KiB randread QD1, back-off on",
+        bench(null_config(), Workload::RandRead, 1, true),
+    );
+    print_row(
+        "null 4KiB randread QD1, back-off off",
+        bench(null_config(), Workload::RandRead, 1, false),
+    );
+    match data_file() {
+        Ok(path) => {
+            print_row(
+                "uring file 4KiB randread QD128",
+                bench(
+                    vec![call(
+                        "bdev_uring_create",
+                        json!({"name": "Uring0", "filename": path.to_str(), "block_size": 4096}),
+                    )],
+                    Workload::RandRead,
+                    128,
+                    true,
+                ),
+            );
+            let has_fio = Command::new("fio").arg("--version").output().is_ok();
+            if has_fio {
+                let mut runs = Vec::new();
+                for _ in 0..RUNS {
+                    match fio(&path) {
+                        Ok(r) => runs.push(r),
+                        Err(e) => {
+                            println!("fio io_uring direct 4KiB randread QD128  FAILED: {e}");
+                            break;
+                        }
+                    }
+                }
+                if runs.len() == RUNS {
+                    println!(
+                        "{:<44} {:>12.0} {:>17} {:>10.1} {:>8.2} {:>8} {:>8.2}",
+                        "fio io_uring direct 4KiB randread QD128",
+                        median(runs.iter().map(|r| r.0).collect()),
+                        "",
+                        median(runs.iter().map(|r| r.0).collect()) * 4096.0 / 1048576.0,
+                        median(runs.iter().map(|r| r.1).collect()),
+                        "",
+                        median(runs.iter().map(|r| r.2).collect()),
+                    );
+                }
+            } else {
+                println!("(fio is not installed: skipping the fio io_uring comparison)");
+            }
+        }
+        Err(e) => println!("uring file benchmark skipped: cannot write the data file: {e}"),
+    }
+}

@@ -40,6 +40,13 @@ pub const METHODS: &[(&str, Handler)] = &[
     ("bdev_error_create", |p| {
         create("bdev_error_create", p, error::create)
     }),
+    ("bdev_nvme_attach_controller", |p| {
+        let params: oxstor_nvme::host::AttachParams =
+            parse_params("bdev_nvme_attach_controller", p)?;
+        oxstor_nvme::host::attach(params)
+            .map(|names| Applied::Created(names.join(",")))
+            .map_err(|e| bdev_err("bdev_nvme_attach_controller", e))
+    }),
     ("bdev_error_inject_error", |p| {
         let params: error::InjectParams = parse_params("bdev_error_inject_error", p)?;
         error::inject(&params).map_err(|e| bdev_err("bdev_error_inject_error", e))?;

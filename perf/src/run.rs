@@ -72,6 +72,8 @@ impl Drop for Session {
             // Channels first (stacked bdevs hold their base's), on the cores that own them,
             // then the bdevs newest first, then the reactors.
             rt.handle().run_on_all(registry::drop_core_channels);
+            // Remote controllers say goodbye (shutdown notification) before their bdevs go.
+            oxstor_nvme::host::detach_all();
             registry::unregister_all();
             registry::set_runtime(None);
             rt.shutdown();

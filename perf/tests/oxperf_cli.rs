@@ -702,24 +702,36 @@ fn io_size_must_be_a_multiple_of_the_block_size() {
 }
 
 #[test]
-fn nvme_subcommand_is_a_clear_placeholder() {
+fn nvme_subcommand_reports_an_unreachable_target_clearly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let trid =
+        format!("trtype:tcp traddr:127.0.0.1 trsvcid:{port} subnqn:nqn.2016-06.io.oxstor:none");
+    let out = oxperf(&[
+        "nvme", "-r", &trid, "-q", "1", "-o", "4k", "-w", "randread", "-t", "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bdev_nvme_attach_controller failed"),
+        "{}",
+        stderr(&out)
+    );
     let out = oxperf(&[
         "nvme",
         "-r",
-        "trtype:tcp traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.x",
+        "trtype:rdma traddr:1.2.3.4",
         "-q",
         "1",
         "-o",
         "4k",
         "-w",
-        "randread",
+        "read",
         "-t",
         "1",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("not yet available: needs the NVMe/TCP initiator"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("only TCP"), "{}", stderr(&out));
 }

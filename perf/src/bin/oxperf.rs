@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run I/O against bdevs created in-process from an SPDK JSON config (like bdevperf).
     Bdev(BdevArgs),
-    /// Run I/O against an NVMe-oF/TCP target (like spdk_nvme_perf). Not available yet.
+    /// Run I/O against an NVMe-oF/TCP target (like spdk_nvme_perf): one queue pair per core.
     Nvme(NvmeArgs),
 }
 
@@ -137,30 +137,34 @@ fn options(c: &Common) -> Result<RunOptions, PerfError> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, PerfError> {
-    let args = match cli.command {
-        Command::Bdev(a) => a,
-        Command::Nvme(a) => {
-            // Validate what we can, so the error is about the missing piece only.
-            options(&a.common)?;
-            return Err(PerfError::run(format!(
-                "oxperf nvme is not yet available: needs the NVMe/TCP initiator \
-                 (target '{}'); use `oxperf bdev` meanwhile",
-                a.trid
-            )));
+    let (c, calls, bdevs) = match &cli.command {
+        Command::Bdev(args) => {
+            let text = std::fs::read_to_string(&args.json)
+                .map_err(|e| PerfError::usage(format!("cannot read config {}: {e}", args.json)))?;
+            let calls = config::parse(&text)
+                .map_err(|e| PerfError::usage(format!("{}: {e}", args.json)))?;
+            (&args.common, calls, args.bdevs.clone())
+        }
+        Command::Nvme(args) => {
+            // The remote namespace becomes an ordinary bdev; the bdev engine drives it.
+            let params = oxstor_nvme::host::parse_transport_id(&args.trid, "Nvme0")
+                .map_err(|e| PerfError::usage(format!("-r '{}': {e}", args.trid)))?;
+            let call = config::Call {
+                subsystem: "bdev".into(),
+                method: "bdev_nvme_attach_controller".into(),
+                params: serde_json::to_value(&params)
+                    .map_err(|e| PerfError::usage(e.to_string()))?,
+            };
+            (&args.common, vec![call], Vec::new())
         }
     };
-    let c = &args.common;
     let opts = options(c)?;
     let cores = CoreMask::parse(&c.core_mask).map_err(|e| PerfError::usage(e.to_string()))?;
-    let text = std::fs::read_to_string(&args.json)
-        .map_err(|e| PerfError::usage(format!("cannot read config {}: {e}", args.json)))?;
-    let calls =
-        config::parse(&text).map_err(|e| PerfError::usage(format!("{}: {e}", args.json)))?;
     let run = BdevRun {
         config: calls,
         cores,
         backoff: !c.no_backoff,
-        bdevs: args.bdevs.clone(),
+        bdevs,
         options: opts,
     };
     let json = c.output == OutputFormat::Json;

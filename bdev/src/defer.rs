@@ -6,41 +6,58 @@
 
 use crate::io::{BdevIo, IoStatus};
 use oxstor_reactor::PollStatus;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
+struct Deferred {
+    queue: VecDeque<(Box<BdevIo>, IoStatus)>,
+    spare: VecDeque<(Box<BdevIo>, IoStatus)>,
+    poller: bool,
+}
+
 thread_local! {
-    static QUEUE: RefCell<VecDeque<(Box<BdevIo>, IoStatus)>> =
-        RefCell::new(VecDeque::with_capacity(1024));
-    static POLLER: Cell<bool> = const { Cell::new(false) };
+    static DEFERRED: RefCell<Deferred> = const {
+        RefCell::new(Deferred { queue: VecDeque::new(), spare: VecDeque::new(), poller: false })
+    };
 }
 
 /// Completes `io` with `status` on this core's next loop iteration.
 pub fn complete_later(io: Box<BdevIo>, status: IoStatus) {
-    if !POLLER.with(|p| p.replace(true)) {
-        if oxstor_reactor::is_reactor_thread() {
+    let rejected = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d.poller {
+            if !oxstor_reactor::is_reactor_thread() {
+                return Some((io, status));
+            }
+            d.poller = true;
             oxstor_reactor::register_poller("bdev_deferred_completions", drain);
-        } else {
-            POLLER.with(|p| p.set(false));
-            io.complete(status);
-            return;
         }
+        d.queue.push_back((io, status));
+        None
+    });
+    // Off a reactor there is no later: complete now.
+    if let Some((io, status)) = rejected {
+        io.complete(status);
     }
-    QUEUE.with(|q| q.borrow_mut().push_back((io, status)));
 }
 
 fn drain() -> PollStatus {
-    let mut n = QUEUE.with(|q| q.borrow().len());
-    if n == 0 {
-        return PollStatus::Idle;
-    }
-    while n > 0 {
-        let next = QUEUE.with(|q| q.borrow_mut().pop_front());
-        match next {
-            Some((io, status)) => io.complete(status),
-            None => break,
+    // Swap in the spare queue, so completions queued while we run wait for the next pass
+    // and neither queue is reallocated in steady state.
+    let batch = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.queue.is_empty() {
+            return None;
         }
-        n -= 1;
+        let spare = std::mem::take(&mut d.spare);
+        Some(std::mem::replace(&mut d.queue, spare))
+    });
+    let Some(mut batch) = batch else {
+        return PollStatus::Idle;
+    };
+    for (io, status) in batch.drain(..) {
+        io.complete(status);
     }
+    DEFERRED.with(|d| d.borrow_mut().spare = batch);
     PollStatus::Busy
 }

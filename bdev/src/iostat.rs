@@ -44,6 +44,8 @@ impl IoStat {
         }
     }
 
+    /// Counts one completed I/O. Latencies stay in raw ticks here (no conversion per I/O);
+    /// [`snapshot`](Self::snapshot) turns them into nanoseconds.
     #[inline]
     pub(crate) fn record(&self, io: &BdevIo, start_ticks: u64) {
         if !io.status.is_success() {
@@ -51,7 +53,7 @@ impl IoStat {
             return;
         }
         let s = &self.types[slot(io.io_type)];
-        let lat = clock::ticks_to_ns(start_ticks, oxstor_reactor::now_ticks());
+        let lat = oxstor_reactor::now_ticks().saturating_sub(start_ticks);
         s.ops.set(s.ops.get() + 1);
         s.bytes.set(s.bytes.get() + io.num_blocks * self.block_size);
         s.lat_sum.set(s.lat_sum.get() + lat);
@@ -66,12 +68,13 @@ impl IoStat {
     pub fn snapshot(&self) -> IoStatSnapshot {
         let get = |t: IoType| {
             let s = &self.types[slot(t)];
+            let ns = |ticks: u64| clock::ticks_to_ns(0, ticks);
             TypeSnapshot {
                 ops: s.ops.get(),
                 bytes: s.bytes.get(),
-                lat_sum_ns: s.lat_sum.get(),
-                lat_min_ns: s.lat_min.get(),
-                lat_max_ns: s.lat_max.get(),
+                lat_sum_ns: ns(s.lat_sum.get()),
+                lat_min_ns: ns(s.lat_min.get()),
+                lat_max_ns: ns(s.lat_max.get()),
             }
         };
         IoStatSnapshot {

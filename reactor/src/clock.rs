@@ -29,7 +29,13 @@ pub fn ticks_to_ns(earlier: u64, later: u64) -> u64 {
 /// Nanoseconds since the first call in this process: the time base for timers.
 #[inline]
 pub fn now_ns() -> u64 {
+    ticks_as_ns(ticks())
+}
+
+/// A tick reading on the [`now_ns`] scale, so one TSC read can serve both.
+#[inline]
+pub fn ticks_as_ns(t: u64) -> u64 {
     static BASE: OnceLock<u64> = OnceLock::new();
     let base = *BASE.get_or_init(ticks);
-    ticks_to_ns(base, ticks())
+    ticks_to_ns(base, t)
 }

@@ -193,8 +193,38 @@ fn class_for(len: usize) -> Option<usize> {
 
 type Waiter = (usize, Box<dyn FnOnce(DmaBuf)>);
 
+/// A thread's cached buffer indices; handed back to the global lists when the thread exits,
+/// so restarting reactors does not leak buffers.
+#[derive(Default)]
+struct Cache([Vec<u32>; CLASSES]);
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Some(pool) = POOL.get() {
+            for (class, list) in self.0.iter_mut().enumerate() {
+                for index in list.drain(..) {
+                    let _ = pool.classes[class].free.push(index);
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Cache {
+    type Target = [Vec<u32>; CLASSES];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Cache {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 thread_local! {
-    static CACHE: RefCell<[Vec<u32>; CLASSES]> = RefCell::new(Default::default());
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
     static WAITERS: RefCell<VecDeque<Waiter>> = const { RefCell::new(VecDeque::new()) };
 }
 

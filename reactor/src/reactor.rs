@@ -31,7 +31,6 @@ pub(crate) struct Local {
     pub ring: Ring,
     pub pollers: Pollers,
     pub timers: Timers,
-    now_ticks: Cell<u64>,
     pub handle: Handle,
     wake: Rc<WakeReader>,
     wake_id: HandlerId,
@@ -39,6 +38,9 @@ pub(crate) struct Local {
 
 thread_local! {
     static LOCAL: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+    // Apart from LOCAL so the I/O path reads it without a RefCell borrow: every I/O
+    // timestamps itself with it.
+    static NOW_TICKS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn local() -> Option<Rc<Local>> {
@@ -67,10 +69,10 @@ pub fn handle() -> Option<Handle> {
 /// Tick count read at the start of this loop iteration: a free timestamp for the I/O path.
 #[inline]
 pub fn now_ticks() -> u64 {
-    LOCAL.with(|l| match l.borrow().as_ref() {
-        Some(l) => l.now_ticks.get(),
-        None => clock::ticks(),
-    })
+    match NOW_TICKS.with(Cell::get) {
+        0 => clock::ticks(),
+        t => t,
+    }
 }
 
 /// Runs `poll` on every iteration of this core's loop. Must be called on a reactor thread.
@@ -156,7 +158,6 @@ impl Local {
             ring,
             pollers: Pollers::default(),
             timers: Timers::default(),
-            now_ticks: Cell::new(clock::ticks()),
             handle,
             wake,
             wake_id,
@@ -188,14 +189,25 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
     LOCAL.with(|l| *l.borrow_mut() = Some(local.clone()));
     let shared = local.handle.reactor_shared(local.index);
     let mut last_work_ns = clock::now_ns();
+    // Each iteration is charged, at the start of the next one, to busy or idle: one TSC read
+    // per iteration serves timestamps, timers and accounting alike.
+    let mut prev_start = clock::ticks();
+    let mut prev_busy = false;
     let mut busy_ns_acc = 0u64;
     let mut idle_ns_acc = 0u64;
     let mut iterations = 0u32;
     let mut stop_seen_ns: Option<u64> = None;
     loop {
         let start = clock::ticks();
-        local.now_ticks.set(start);
-        let now_ns = clock::now_ns();
+        NOW_TICKS.with(|n| n.set(start));
+        let now_ns = clock::ticks_as_ns(start);
+        let spent = clock::ticks_to_ns(prev_start, start);
+        if prev_busy {
+            busy_ns_acc += spent;
+        } else {
+            idle_ns_acc += spent;
+        }
+        prev_start = start;
         let mut work = 0usize;
 
         while work < MESSAGE_BUDGET {
@@ -216,12 +228,9 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
         local.ring.submit();
 
         let busy = work > 0 || pollers_busy;
-        let spent = clock::ticks_to_ns(start, clock::ticks());
+        prev_busy = busy;
         if busy {
-            busy_ns_acc += spent;
             last_work_ns = now_ns;
-        } else {
-            idle_ns_acc += spent;
         }
         iterations = iterations.wrapping_add(1);
         if iterations.is_multiple_of(STATS_EVERY) {
@@ -253,10 +262,8 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
             local.arm_wakeup();
             if local.mailbox.set_sleeping(true) && !shared.stop_requested() {
                 let timeout = deadline.map(|d| d.saturating_sub(clock::now_ns()).max(1_000));
-                let before = clock::ticks();
                 shared.publish(busy_ns_acc, idle_ns_acc, iterations);
                 local.ring.wait(timeout);
-                idle_ns_acc += clock::ticks_to_ns(before, clock::ticks());
             }
             local.mailbox.set_sleeping(false);
         }
@@ -265,5 +272,6 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
     local.pollers.clear();
     local.timers.clear();
     LOCAL.with(|l| *l.borrow_mut() = None);
+    NOW_TICKS.with(|n| n.set(0));
     local.ring.release_handlers();
 }

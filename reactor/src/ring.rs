@@ -21,7 +21,7 @@ pub struct HandlerId(u16);
 
 const TAG_BITS: u32 = 48;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
-const REAP_BATCH: usize = 128;
+const REAP_BATCH: usize = 32;
 
 pub struct Ring {
     uring: RefCell<IoUring>,
@@ -162,6 +162,13 @@ impl Ring {
     /// Dispatches every available completion. Returns how many were handled.
     pub(crate) fn reap(&self) -> usize {
         let mut total = 0;
+        {
+            // The common idle case: nothing to reap, and no batch to set up.
+            let mut uring = self.uring.borrow_mut();
+            if uring.completion().is_empty() {
+                return 0;
+            }
+        }
         let mut batch = [(0u64, 0i32, 0u32); REAP_BATCH];
         loop {
             let n = {

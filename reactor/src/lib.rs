@@ -30,7 +30,8 @@ pub use cpuset::CoreMask;
 pub use dma::{DmaBuf, DmaRegion, PoolConfig};
 pub use poller::{PollStatus, PollerId};
 pub use reactor::{
-    core_index, is_reactor_thread, now_ticks, register_poller, schedule_after, unregister_poller,
+    core_index, hold_awake, is_reactor_thread, now_ticks, register_poller, release_awake,
+    schedule_after, unregister_poller,
 };
 pub use ring::{CompletionHandler, HandlerId};
 pub use runtime::{Handle, Runtime, RuntimeConfig};

@@ -141,14 +141,20 @@ impl<S: Segment> TcpSocket<S> {
         self.events.borrow().as_ref().and_then(Weak::upgrade)
     }
 
-    fn push(&self, entry: io_uring::squeue::Entry, tag: u64) {
+    fn push(&self, entry: io_uring::squeue::Entry, tag: u64, passive: bool) {
         let Some(id) = self.handler.get() else { return };
         self.inflight.set(self.inflight.get() + 1);
         // SAFETY: the entry points into `recv_buf` or `send`/`send_msg` (segments, iovecs, msghdr),
         // which this socket owns and does not touch until the completion for `tag` arrives;
         // the ring's handler table keeps the socket alive until then, and `fd` is closed only
         // once nothing is in flight.
-        with_ring(|r| unsafe { r.push(entry, id, tag) });
+        with_ring(|r| unsafe {
+            if passive {
+                r.push_passive(entry, id, tag)
+            } else {
+                r.push(entry, id, tag)
+            }
+        });
     }
 
     fn submit_send(&self) {
@@ -178,7 +184,7 @@ impl<S: Segment> TcpSocket<S> {
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
         };
-        self.push(entry, TAG_SEND);
+        self.push(entry, TAG_SEND, false);
     }
 
     fn release_if_idle(&self) {
@@ -215,7 +221,9 @@ impl<S: Segment> Socket<S> for TcpSocket<S> {
         let entry = opcode::Recv::new(types::Fd(self.raw_fd), ptr, len)
             .flags(flags)
             .build();
-        self.push(entry, TAG_RECV);
+        // Waiting for whatever the peer sends next is passive; the rest of a PDU whose
+        // length is known (waitall) is on its way.
+        self.push(entry, TAG_RECV, !waitall);
     }
 
     fn send(&self, segments: Vec<S>) {
@@ -346,7 +354,7 @@ impl TcpAcceptor {
         self.armed.set(true);
         // SAFETY: accept with null address pointers references no memory of ours; the
         // listening fd stays open until the acceptor has no accept in flight.
-        with_ring(|r| unsafe { r.push(entry, id, 0) });
+        with_ring(|r| unsafe { r.push_passive(entry, id, 0) });
     }
 
     /// Stops listening; the port is free once the pending accept has been cancelled.

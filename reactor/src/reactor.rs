@@ -41,6 +41,17 @@ thread_local! {
     // Apart from LOCAL so the I/O path reads it without a RefCell borrow: every I/O
     // timestamps itself with it.
     static NOW_TICKS: Cell<u64> = const { Cell::new(0) };
+    static AWAKE_HOLDS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Keeps this reactor polling (no idle sleep) until the matching [`release_awake`]: for work
+/// that is in progress elsewhere, such as commands outstanding at a remote target.
+pub fn hold_awake() {
+    AWAKE_HOLDS.with(|h| h.set(h.get() + 1));
+}
+
+pub fn release_awake() {
+    AWAKE_HOLDS.with(|h| h.set(h.get().saturating_sub(1)));
 }
 
 fn local() -> Option<Rc<Local>> {
@@ -175,7 +186,7 @@ impl Local {
         )
         .build();
         // SAFETY: the 8-byte target lives until WakeReader is dropped, after the ring.
-        unsafe { self.ring.push(entry, self.wake_id, 0) };
+        unsafe { self.ring.push_passive(entry, self.wake_id, 0) };
         self.wake.armed.set(true);
     }
 }
@@ -254,7 +265,12 @@ pub(crate) fn run(local: Rc<Local>, opts: LoopOptions) {
             }
         }
 
-        if opts.backoff && !busy && now_ns.saturating_sub(last_work_ns) > IDLE_BEFORE_SLEEP_NS {
+        if opts.backoff
+            && !busy
+            && now_ns.saturating_sub(last_work_ns) > IDLE_BEFORE_SLEEP_NS
+            && local.ring.active() == 0
+            && AWAKE_HOLDS.with(Cell::get) == 0
+        {
             let deadline = [local.timers.next_deadline(), poller_deadline]
                 .into_iter()
                 .flatten()

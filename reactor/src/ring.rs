@@ -20,7 +20,10 @@ pub trait CompletionHandler {
 pub struct HandlerId(u16);
 
 const TAG_BITS: u32 = 48;
-const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+/// Marks an operation that waits on a peer (a receive for the next request, an accept): it
+/// may stay in flight forever, and must not keep the reactor from sleeping.
+const PASSIVE_BIT: u64 = 1 << (TAG_BITS - 1);
+const TAG_MASK: u64 = PASSIVE_BIT - 1;
 const REAP_BATCH: usize = 32;
 
 pub struct Ring {
@@ -29,6 +32,7 @@ pub struct Ring {
     free_ids: RefCell<Vec<u16>>,
     queued: Cell<usize>,
     inflight: Cell<usize>,
+    active: Cell<usize>,
     fixed_buffers: Cell<bool>,
 }
 
@@ -53,6 +57,7 @@ impl Ring {
             free_ids: RefCell::new(Vec::new()),
             queued: Cell::new(0),
             inflight: Cell::new(0),
+            active: Cell::new(0),
             fixed_buffers: Cell::new(false),
         })
     }
@@ -89,8 +94,25 @@ impl Ring {
     /// Every buffer and file descriptor `entry` refers to must stay valid until the handler has
     /// received the completion for (`handler`, `tag`).
     pub unsafe fn push(&self, entry: squeue::Entry, handler: HandlerId, tag: u64) {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_with(entry, handler, tag, false) };
+        self.active.set(self.active.get() + 1);
+    }
+
+    /// Like [`push`](Self::push), for an operation that waits on a peer and may never
+    /// complete on its own (the reactor may sleep while only such operations are in flight).
+    ///
+    /// # Safety
+    /// As for [`push`](Self::push).
+    pub unsafe fn push_passive(&self, entry: squeue::Entry, handler: HandlerId, tag: u64) {
+        // SAFETY: forwarded contract.
+        unsafe { self.push_with(entry, handler, tag, true) };
+    }
+
+    unsafe fn push_with(&self, entry: squeue::Entry, handler: HandlerId, tag: u64, passive: bool) {
         debug_assert!(tag <= TAG_MASK);
-        let entry = entry.user_data(((handler.0 as u64) << TAG_BITS) | (tag & TAG_MASK));
+        let flag = if passive { PASSIVE_BIT } else { 0 };
+        let entry = entry.user_data(((handler.0 as u64) << TAG_BITS) | flag | (tag & TAG_MASK));
         let mut uring = self.uring.borrow_mut();
         loop {
             // SAFETY: the caller guarantees the entry's buffers outlive its completion.
@@ -191,6 +213,9 @@ impl Ring {
             for &(user_data, result, flags) in &batch[..n] {
                 if !cqueue::more(flags) {
                     self.inflight.set(self.inflight.get().saturating_sub(1));
+                    if user_data & PASSIVE_BIT == 0 {
+                        self.active.set(self.active.get().saturating_sub(1));
+                    }
                 }
                 let id = (user_data >> TAG_BITS) as usize;
                 let handler = self.handlers.borrow().get(id).and_then(|h| h.clone());
@@ -204,6 +229,13 @@ impl Ring {
 
     pub fn inflight(&self) -> usize {
         self.inflight.get()
+    }
+
+    /// Operations in flight that will complete without a peer's help (disk I/O, sends,
+    /// receives of data already announced). While there are any, the reactor keeps polling:
+    /// on a VM, waking a halted vCPU for their completion costs far more than the poll.
+    pub fn active(&self) -> usize {
+        self.active.get()
     }
 
     /// Registers DMA regions as fixed buffers; the index of a region in `regions` becomes its

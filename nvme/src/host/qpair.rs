@@ -429,10 +429,14 @@ impl Qpair {
             nsid,
             ..Slot::default()
         };
+        // While a command is out at the target, this reactor polls for the answer rather
+        // than sleeping (waking a halted vCPU costs far more than the wait).
+        oxstor_reactor::hold_awake();
         match io.io_type {
             IoType::Read | IoType::Write | IoType::Compare => {
                 if blocks == 0 || blocks > MAX_NLB || u32::try_from(len).is_err() {
                     s.busy = false;
+                    oxstor_reactor::release_awake();
                     return reject(st, io);
                 }
                 let opcode = match io.io_type {
@@ -492,6 +496,7 @@ impl Qpair {
             }
             IoType::Reset => {
                 s.busy = false;
+                oxstor_reactor::release_awake();
                 st.free.push(slot);
                 complete_later(io, IoStatus::Failed(libc::ENOTSUP));
                 return;
@@ -601,6 +606,9 @@ impl Qpair {
     /// waiting submission have the slot.
     fn finish(&self, st: &mut State, slot: u16, io: Box<BdevIo>, status: IoStatus) {
         if let Some(s) = st.slots.get_mut(slot as usize) {
+            if s.busy {
+                oxstor_reactor::release_awake();
+            }
             *s = Slot::default();
         }
         st.free.push(slot);

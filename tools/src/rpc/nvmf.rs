@@ -123,7 +123,10 @@ pub fn nvme_get_controllers(_: &Context, p: Option<Value>) -> RpcResult {
     };
     if let Some(n) = &g.name {
         if !oxstor_nvme::host::controller_names().contains(n) {
-            return Err(RpcError::errno(libc::ENODEV, format!("Controller {n} not found")));
+            return Err(RpcError::errno(
+                libc::ENODEV,
+                format!("Controller {n} not found"),
+            ));
         }
     }
     Ok(oxstor_nvme::host::get_controllers(g.name.as_deref()))

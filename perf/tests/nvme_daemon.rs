@@ -101,7 +101,7 @@ fn verify_over_nvme_tcp_on_two_queue_pairs() {
     for size in ["4k", "64k"] {
         let out = Command::new(OXPERF)
             .args([
-                "nvme", "-r", &trid, "-m", "0x3", "-q", "16", "-o", size, "-w", "verify", "-t", "2",
+                "nvme", "-r", &trid, "-c", "0x3", "-q", "16", "-o", size, "-w", "verify", "-t", "2",
             ])
             .args(["--output", "json"])
             .output()

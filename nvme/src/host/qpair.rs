@@ -185,7 +185,7 @@ struct State {
 /// controller on that reactor.
 pub(crate) struct Qpair {
     cfg: QpairConfig,
-    sock: Rc<TcpSocket<TxSeg>>,
+    sock: Rc<dyn Socket<TxSeg>>,
     me: Weak<Qpair>,
     st: RefCell<State>,
     dirty: Cell<bool>,

@@ -143,7 +143,9 @@ struct State {
 pub struct Conn {
     pub id: u64,
     pub core: usize,
-    sock: Rc<TcpSocket<TxSeg>>,
+    // The transport is a trait object: the kernel TCP socket today, a user-space stack
+    // tomorrow, without touching PDU or controller code.
+    sock: Rc<dyn Socket<TxSeg>>,
     me: Weak<Conn>,
     st: RefCell<State>,
     dirty: Cell<bool>,
@@ -229,7 +231,7 @@ fn check_keep_alive() -> PollStatus {
 pub fn start(fd: OwnedFd, core: usize) {
     setup_core();
     let peer = oxstor_reactor::net::peer_of(&fd);
-    let sock = TcpSocket::<TxSeg>::new(fd, peer);
+    let sock: Rc<dyn Socket<TxSeg>> = TcpSocket::<TxSeg>::new(fd, peer);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Rc::new_cyclic(|me| Conn {
         id,

@@ -90,6 +90,9 @@ struct NvmeArgs {
     /// Transport ID: 'trtype:tcp traddr:IP trsvcid:PORT subnqn:NQN'.
     #[arg(short = 'r', long = "transport", value_name = "TRID")]
     trid: String,
+    /// Core mask as spdk_nvme_perf spells it; the same as -m.
+    #[arg(short = 'c', value_name = "CORE_MASK")]
+    core_mask_c: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -137,6 +140,10 @@ fn options(c: &Common) -> Result<RunOptions, PerfError> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, PerfError> {
+    let mask_override = match &cli.command {
+        Command::Nvme(a) => a.core_mask_c.clone(),
+        Command::Bdev(_) => None,
+    };
     let (c, calls, bdevs) = match &cli.command {
         Command::Bdev(args) => {
             let text = std::fs::read_to_string(&args.json)
@@ -159,7 +166,8 @@ fn run(cli: Cli) -> Result<ExitCode, PerfError> {
         }
     };
     let opts = options(c)?;
-    let cores = CoreMask::parse(&c.core_mask).map_err(|e| PerfError::usage(e.to_string()))?;
+    let mask = mask_override.as_deref().unwrap_or(&c.core_mask);
+    let cores = CoreMask::parse(mask).map_err(|e| PerfError::usage(e.to_string()))?;
     let run = BdevRun {
         config: calls,
         cores,

@@ -22,5 +22,6 @@ mod bytes;
 pub mod host;
 pub mod pdu;
 pub mod spec;
+mod staging;
 #[allow(missing_docs)]
 pub mod target;

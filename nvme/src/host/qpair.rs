@@ -29,6 +29,7 @@ use crate::pdu::{
 use crate::spec::command::{CommandBuilder, SglDescriptor, COMMAND_LEN};
 use crate::spec::completion::{Completion, Status};
 use crate::spec::opcodes::io as op;
+use crate::staging::Staging;
 use oxstor_bdev::{complete_later, BdevError, BdevIo, IoBuf, IoStatus, IoType};
 use oxstor_reactor::net::{RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket};
 use oxstor_reactor::PollStatus;
@@ -167,9 +168,7 @@ struct DataRecv {
 struct State {
     phase: Phase,
     neg: Negotiated,
-    staging: Option<Box<[u8]>>,
-    rx_start: usize,
-    rx_end: usize,
+    staging: Staging,
     data: Option<DataRecv>,
     slots: Vec<Slot>,
     free: Vec<u16>,
@@ -202,17 +201,14 @@ enum Step {
 /// Where the header just parsed lies in the staging buffer.
 #[derive(Clone, Copy)]
 struct Offending {
-    at: usize,
+    /// How far back from the staging buffer's read position the header starts.
+    back: usize,
     len: usize,
 }
 
 impl Offending {
     fn copy(self, st: &State) -> Vec<u8> {
-        st.staging
-            .as_ref()
-            .and_then(|b| b.get(self.at..self.at + self.len))
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
+        st.staging.before(self.back, self.len).to_vec()
     }
 }
 
@@ -326,9 +322,7 @@ impl Qpair {
             st: RefCell::new(State {
                 phase: Phase::AwaitIcResp,
                 neg: Negotiated::initial(Role::Host),
-                staging: Some(vec![0u8; STAGING_LEN].into_boxed_slice()),
-                rx_start: 0,
-                rx_end: 0,
+                staging: Staging::new(STAGING_LEN),
                 data: None,
                 slots,
                 free,
@@ -659,24 +653,9 @@ impl Qpair {
             if st.phase == Phase::Failed {
                 return;
             }
-            let Some(mut staging) = st.staging.take() else {
-                return; // a receive is already in flight
-            };
-            if st.rx_start == st.rx_end {
-                st.rx_start = 0;
-                st.rx_end = 0;
-            } else if st.rx_start > 0 && st.rx_end > STAGING_LEN / 2 {
-                let (s, e) = (st.rx_start, st.rx_end);
-                staging.copy_within(s..e, 0);
-                st.rx_end = e - s;
-                st.rx_start = 0;
-            }
-            let off = st.rx_end;
-            RecvBuf {
-                mem: RecvMem::Heap(staging),
-                offset: off,
-                len: STAGING_LEN - off,
-            }
+            // None: a receive is already in flight.
+            let Some(buf) = st.staging.lend() else { return };
+            buf
         };
         self.sock.recv(buf, false);
     }
@@ -722,12 +701,11 @@ impl Qpair {
             return self.step_data(st);
         }
         let neg = st.neg;
-        let at = st.rx_start;
         let (received, need, header_len) = {
-            let Some(staging) = st.staging.as_ref() else {
+            if !st.staging.is_home() {
                 return Step::Stop;
-            };
-            let avail = &staging[st.rx_start..st.rx_end];
+            }
+            let avail = st.staging.pending();
             if avail.len() < pdu::COMMON_HEADER_LEN {
                 return Step::NeedStaging;
             }
@@ -759,11 +737,11 @@ impl Qpair {
             };
             (received, need, header_len)
         };
-        st.rx_start += need;
+        st.staging.consume(need);
         // The header stays in the staging buffer until the next receive: copy it out only
         // for the termination request of an error, never per PDU.
         let offending = Offending {
-            at,
+            back: need,
             len: header_len.min(pdu::TERM_REQ_MAX_DATA_LEN),
         };
         let phase = st.phase;
@@ -939,20 +917,19 @@ impl Qpair {
             return Step::Again;
         };
         let idx = d.slot as usize;
-        let (start, end) = (st.rx_start, st.rx_end);
         let Some(io) = st.slots.get_mut(idx).and_then(|s| s.io.as_mut()) else {
             return Step::Fatal("C2HData for a vanished command".into(), None, Vec::new());
         };
         if d.done < d.len {
-            let n = (end - start).min(d.len - d.done);
+            let n = st.staging.pending().len().min(d.len - d.done);
             if n > 0 {
                 let at = d.base + d.done;
-                let src = st.staging.as_ref().and_then(|b| b.get(start..start + n));
+                let src = st.staging.pending().get(..n);
                 let dst = io.buf.as_mut_slice().get_mut(at..at + n);
                 if let (Some(src), Some(dst)) = (src, dst) {
                     dst.copy_from_slice(src);
                 }
-                st.rx_start += n;
+                st.staging.consume(n);
                 d.done += n;
             }
             if d.done < d.len {
@@ -974,19 +951,15 @@ impl Qpair {
             }
         }
         if d.digest {
-            if st.rx_end - st.rx_start < pdu::DIGEST_LEN {
-                st.data = Some(d);
-                return Step::NeedStaging;
-            }
             let mut received = [0u8; 4];
-            if let Some(b) = st
-                .staging
-                .as_ref()
-                .and_then(|b| b.get(st.rx_start..st.rx_start + 4))
-            {
-                received.copy_from_slice(b);
+            match st.staging.pending().get(..pdu::DIGEST_LEN) {
+                Some(b) => received.copy_from_slice(b),
+                None => {
+                    st.data = Some(d);
+                    return Step::NeedStaging;
+                }
             }
-            st.rx_start += pdu::DIGEST_LEN;
+            st.staging.consume(pdu::DIGEST_LEN);
             let data = io.buf.as_slice().get(d.base..d.base + d.len).unwrap_or(&[]);
             if pdu::verify_data_digest(data, received).is_err() {
                 tracing::warn!(
@@ -1119,10 +1092,7 @@ impl SocketEvents<TxSeg> for Qpair {
             RecvMem::Heap(staging) => {
                 let failed = {
                     let mut st = self.st.borrow_mut();
-                    st.staging = Some(staging);
-                    if result > 0 {
-                        st.rx_end += result as usize;
-                    }
+                    st.staging.returned(staging, result);
                     st.phase == Phase::Failed
                 };
                 if failed {

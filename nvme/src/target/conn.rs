@@ -22,6 +22,7 @@ use crate::pdu::{
 };
 use crate::spec::command::{Command, SglKind, COMMAND_LEN};
 use crate::spec::completion::{Completion, Status};
+use crate::staging::Staging;
 use oxstor_bdev::{BdevIo, IoChannel, IoDone};
 use oxstor_reactor::net::{RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket};
 use oxstor_reactor::{DmaBuf, PollStatus};
@@ -120,9 +121,7 @@ pub struct CachedNs {
 struct State {
     phase: Phase,
     neg: Negotiated,
-    staging: Option<Box<[u8]>>,
-    rx_start: usize,
-    rx_end: usize,
+    staging: Staging,
     data: Option<DataRecv>,
     queue: Option<Queue>,
     reqs: Vec<Option<Request>>,
@@ -241,9 +240,7 @@ pub fn start(fd: OwnedFd, core: usize) {
         st: RefCell::new(State {
             phase: Phase::AwaitIcReq,
             neg: Negotiated::initial(Role::Controller),
-            staging: Some(vec![0u8; STAGING_LEN].into_boxed_slice()),
-            rx_start: 0,
-            rx_end: 0,
+            staging: Staging::new(STAGING_LEN),
             data: None,
             queue: None,
             reqs: Vec::new(),
@@ -292,6 +289,15 @@ pub fn complete_aer(conn: u64, cid: u16, event: u32) {
     }
 }
 
+/// The PDUs a controller receives, owned (the header bytes are consumed right after parsing).
+enum Received {
+    IcReq(crate::pdu::IcReq),
+    Command([u8; COMMAND_LEN]),
+    H2cData(DataPdu),
+    TermReq(TermReq),
+    WrongDirection,
+}
+
 /// A copy of the header that failed, for the C2HTermReq; on the stack, so the common case of
 /// a good PDU costs no allocation.
 struct Offending {
@@ -335,24 +341,9 @@ impl Conn {
             if st.phase == Phase::Closing {
                 return;
             }
-            let Some(mut staging) = st.staging.take() else {
-                return; // a receive is already in flight
-            };
-            if st.rx_start == st.rx_end {
-                st.rx_start = 0;
-                st.rx_end = 0;
-            } else if st.rx_start > 0 && st.rx_end > STAGING_LEN / 2 {
-                let (s, e) = (st.rx_start, st.rx_end);
-                staging.copy_within(s..e, 0);
-                st.rx_end = e - s;
-                st.rx_start = 0;
-            }
-            let off = st.rx_end;
-            RecvBuf {
-                mem: RecvMem::Heap(staging),
-                offset: off,
-                len: STAGING_LEN - off,
-            }
+            // None: a receive is already in flight.
+            let Some(buf) = st.staging.lend() else { return };
+            buf
         };
         self.sock.recv(buf, false);
     }
@@ -392,11 +383,10 @@ impl Conn {
         if st.data.is_some() {
             return self.step_data(st);
         }
-        let (start, end) = (st.rx_start, st.rx_end);
-        let Some(staging) = st.staging.as_ref() else {
+        if !st.staging.is_home() {
             return Step::Stop;
-        };
-        let avail = &staging[start..end];
+        }
+        let avail = st.staging.pending();
         if avail.len() < pdu::COMMON_HEADER_LEN {
             return Step::NeedStaging;
         }
@@ -417,9 +407,17 @@ impl Conn {
             Err(e) => return Step::Fatal(e, Offending::of(&avail[..header_len])),
         };
         let offending = Offending::of(&avail[..header_len]);
-        st.rx_start += need;
-        match pdu.header {
-            PduHeader::IcReq(req) => {
+        // Own what the header says (the SQE is 64 bytes) before consuming it from staging.
+        let header = match pdu.header {
+            PduHeader::CapsuleCmd(cmd) => Received::Command(*cmd.as_bytes()),
+            PduHeader::IcReq(req) => Received::IcReq(req),
+            PduHeader::H2cData(d) => Received::H2cData(d),
+            PduHeader::H2cTermReq(t) => Received::TermReq(t),
+            _ => Received::WrongDirection,
+        };
+        st.staging.consume(need);
+        match header {
+            Received::IcReq(req) => {
                 if st.phase != Phase::AwaitIcReq {
                     return Step::Fatal(PduError::sequence_error(), offending);
                 }
@@ -453,12 +451,11 @@ impl Conn {
             _ if st.phase == Phase::AwaitIcReq => {
                 Step::Fatal(PduError::sequence_error(), offending)
             }
-            PduHeader::CapsuleCmd(cmd) => {
-                let sqe = *cmd.as_bytes();
+            Received::Command(sqe) => {
                 self.new_command(st, sqe, layout.data_len, layout.data_digest, offending)
             }
-            PduHeader::H2cData(d) => self.h2c_data(st, d, layout.data_digest, offending),
-            PduHeader::H2cTermReq(t) => {
+            Received::H2cData(d) => self.h2c_data(st, d, layout.data_digest, offending),
+            Received::TermReq(t) => {
                 tracing::warn!(
                     "connection {}: host terminated it (FES {:#x}, FEI {})",
                     self.id,
@@ -629,15 +626,14 @@ impl Conn {
         };
         let slot = d.slot as usize;
         if d.done < d.len {
-            let n = (st.rx_end - st.rx_start).min(d.len - d.done);
+            let n = st.staging.pending().len().min(d.len - d.done);
             if n > 0 {
-                let (s, staging) = (st.rx_start, st.staging.as_ref());
-                let src = staging.map(|b| &b[s..s + n]);
-                let dst = st.reqs[slot].as_mut().and_then(|r| r.buf.as_mut());
-                if let (Some(src), Some(dst)) = (src, dst) {
+                let State { staging, reqs, .. } = &mut *st;
+                let src = &staging.pending()[..n];
+                if let Some(dst) = reqs[slot].as_mut().and_then(|r| r.buf.as_mut()) {
                     dst.as_mut_slice()[d.base + d.done..d.base + d.done + n].copy_from_slice(src);
                 }
-                st.rx_start += n;
+                staging.consume(n);
                 d.done += n;
             }
             if d.done < d.len {
@@ -654,15 +650,15 @@ impl Conn {
             }
         }
         if d.digest {
-            if st.rx_end - st.rx_start < pdu::DIGEST_LEN {
-                st.data = Some(d);
-                return Step::NeedStaging;
-            }
             let mut received = [0u8; 4];
-            if let Some(b) = st.staging.as_ref() {
-                received.copy_from_slice(&b[st.rx_start..st.rx_start + 4]);
+            match st.staging.pending().get(..pdu::DIGEST_LEN) {
+                Some(bytes) => received.copy_from_slice(bytes),
+                None => {
+                    st.data = Some(d);
+                    return Step::NeedStaging;
+                }
             }
-            st.rx_start += pdu::DIGEST_LEN;
+            st.staging.consume(pdu::DIGEST_LEN);
             let data = st.reqs[slot]
                 .as_ref()
                 .and_then(|r| r.buf.as_ref())
@@ -940,7 +936,6 @@ impl Conn {
             }
         }
         st.close_after_send = true;
-        st.staging.get_or_insert_with(|| vec![].into_boxed_slice());
         drop(st);
         self.mark_dirty();
     }
@@ -1000,13 +995,7 @@ impl SocketEvents<TxSeg> for Conn {
     fn received(&self, buf: RecvBuf, result: i32) {
         match buf.mem {
             RecvMem::Heap(staging) => {
-                {
-                    let mut st = self.st.borrow_mut();
-                    st.staging = Some(staging);
-                    if result > 0 {
-                        st.rx_end += result as usize;
-                    }
-                }
+                self.st.borrow_mut().staging.returned(staging, result);
                 if result <= 0 {
                     self.close(if result == 0 {
                         "host disconnected"

@@ -35,7 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const STAGING_LEN: usize = 64 * 1024;
-const HDR_MAX: usize = 256;
+/// The largest header we send: a C2HTermReq (24 + 128) or a C2HData with digest and the
+/// most padding a host may ask for (24 + 4 + 124).
+const HDR_MAX: usize = 152;
 /// Most commands one queue may have in flight, whatever the host claims.
 const MAX_SLOTS: usize = 4096;
 
@@ -141,6 +143,9 @@ struct State {
 
 pub struct Conn {
     pub id: u64,
+    /// The transport's options when the connection arrived: read per command, so kept here
+    /// rather than behind the control plane's lock.
+    pub opts: rpc::TransportOptions,
     pub core: usize,
     // The transport is a trait object: the kernel TCP socket today, a user-space stack
     // tomorrow, without touching PDU or controller code.
@@ -234,6 +239,7 @@ pub fn start(fd: OwnedFd, core: usize) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Rc::new_cyclic(|me| Conn {
         id,
+        opts: rpc::transport_options(),
         core,
         sock: sock.clone(),
         me: me.clone(),
@@ -298,11 +304,13 @@ enum Received {
     WrongDirection,
 }
 
-/// A copy of the header that failed, for the C2HTermReq; on the stack, so the common case of
-/// a good PDU costs no allocation.
-struct Offending {
-    bytes: [u8; 128],
-    len: usize,
+/// The header that failed, for the C2HTermReq. A good PDU costs nothing: after a header is
+/// consumed its bytes stay in the staging buffer, so only a position is kept.
+enum Offending {
+    /// `len` bytes that start `back` bytes before the staging read position.
+    Consumed { back: usize, len: usize },
+    /// Rejected before it was consumed (rare): a copy.
+    Copied([u8; 128], usize),
 }
 
 impl Offending {
@@ -310,11 +318,14 @@ impl Offending {
         let len = header.len().min(128);
         let mut bytes = [0u8; 128];
         bytes[..len].copy_from_slice(&header[..len]);
-        Offending { bytes, len }
+        Offending::Copied(bytes, len)
     }
 
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    fn consumed(back: usize, len: usize) -> Offending {
+        Offending::Consumed {
+            back,
+            len: len.min(128),
+        }
     }
 }
 
@@ -368,7 +379,7 @@ impl Conn {
                 Step::Execute(slot) => self.execute(slot),
                 Step::WaitBuffer(slot, len) => self.wait_for_buffer(slot, len),
                 Step::Fatal(err, hdr) => {
-                    self.fatal(err, hdr.bytes());
+                    self.fatal(err, hdr);
                     return;
                 }
                 Step::Stop => return,
@@ -406,7 +417,7 @@ impl Conn {
             Ok(p) => p,
             Err(e) => return Step::Fatal(e, Offending::of(&avail[..header_len])),
         };
-        let offending = Offending::of(&avail[..header_len]);
+        let offending = Offending::consumed(need, header_len);
         // Own what the header says (the SQE is 64 bytes) before consuming it from staging.
         let header = match pdu.header {
             PduHeader::CapsuleCmd(cmd) => Received::Command(*cmd.as_bytes()),
@@ -421,7 +432,7 @@ impl Conn {
                 if st.phase != Phase::AwaitIcReq {
                     return Step::Fatal(PduError::sequence_error(), offending);
                 }
-                let opts = rpc::transport_options();
+                let opts = &self.opts;
                 let resp = IcResp {
                     pfv: 0,
                     cpda: 0,
@@ -538,7 +549,7 @@ impl Conn {
             && sgl.length > 0
         {
             let len = sgl.length;
-            if len > rpc::transport_options().max_io_size {
+            if len > self.opts.max_io_size {
                 self.respond_in(st, slot, Status::DATA_SGL_LENGTH_INVALID, 0);
                 return Step::Again;
             }
@@ -822,7 +833,7 @@ impl Conn {
         };
         st.free.push(slot);
         let len = data.bytes().len();
-        let success = status.is_success() && result == 0 && rpc::transport_options().c2h_success;
+        let success = status.is_success() && result == 0 && self.opts.c2h_success;
         let c2h = DataPdu {
             cccid: req.cid,
             ttag: 0,
@@ -917,7 +928,7 @@ impl Conn {
         self.sock.send(batch);
     }
 
-    fn fatal(&self, err: PduError, offending: &[u8]) {
+    fn fatal(&self, err: PduError, offending: Offending) {
         stat(|s| s.pdu_errors += 1);
         tracing::warn!(
             "connection {} ({}): {err}; terminating it",
@@ -929,6 +940,14 @@ impl Conn {
             let mut hdr = Hdr {
                 bytes: [0; HDR_MAX],
                 len: 0,
+            };
+            let copied;
+            let offending: &[u8] = match &offending {
+                Offending::Copied(bytes, len) => &bytes[..*len],
+                Offending::Consumed { back, len } => {
+                    copied = st.staging.before(*back, *len).to_vec();
+                    &copied
+                }
             };
             if let Ok(n) = term.encode(Role::Controller, offending, &mut hdr.bytes) {
                 hdr.len = n;

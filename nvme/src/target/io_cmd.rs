@@ -1,7 +1,6 @@
 //! NVM I/O commands on I/O queues, mapped onto bdev I/O.
 
 use super::conn::{Conn, TxSeg};
-use super::rpc;
 use crate::spec::command::{Command, SglKind};
 use crate::spec::completion::Status;
 use crate::spec::opcodes::{admin as admin_op, io as op};
@@ -90,7 +89,7 @@ pub fn execute(conn: &Conn, slot: u16) {
                 return conn.respond(slot, Status::LBA_OUT_OF_RANGE, 0);
             }
             let len = blocks * ns.block_size as u64;
-            if len > rpc::transport_options().max_io_size as u64 {
+            if len > conn.opts.max_io_size as u64 {
                 return conn.respond(slot, Status::INVALID_FIELD, 0);
             }
             if sgl_len as u64 != len {

@@ -40,6 +40,9 @@ pub const METHODS: &[(&str, Handler)] = &[
     ("bdev_error_create", |p| {
         create("bdev_error_create", p, error::create)
     }),
+    ("bdev_raid_create", |p| {
+        create("bdev_raid_create", p, oxstor_raid::rpc::create)
+    }),
     ("bdev_nvme_attach_controller", |p| {
         let params: oxstor_nvme::host::AttachParams =
             parse_params("bdev_nvme_attach_controller", p)?;

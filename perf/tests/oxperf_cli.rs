@@ -735,3 +735,41 @@ fn nvme_subcommand_reports_an_unreachable_target_clearly() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("only TCP"), "{}", stderr(&out));
 }
+
+#[test]
+fn every_raid_level_passes_verify() {
+    for (level, strip) in [
+        ("raid0", Some(64)),
+        ("concat", None),
+        ("raid1", None),
+        ("raid10", Some(64)),
+    ] {
+        let mut calls: Vec<Value> = (0..4)
+            .map(|i| {
+                serde_json::json!({"method": "bdev_malloc_create",
+                    "params": {"name": format!("M{i}"), "num_blocks": 8192, "block_size": 4096}})
+            })
+            .collect();
+        let mut raid = serde_json::json!({"name": "R0", "raid_level": level,
+            "base_bdevs": ["M0", "M1", "M2", "M3"]});
+        if let Some(kb) = strip {
+            raid["strip_size_kb"] = serde_json::json!(kb);
+        }
+        calls.push(serde_json::json!({"method": "bdev_raid_create", "params": raid}));
+        let cfg = config(&format!("raid-{level}"), Value::Array(calls));
+        let (out, v) = run_json(
+            &cfg,
+            &[
+                "-q", "16", "-o", "16k", "-w", "verify", "-t", "1", "-m", "0x3",
+            ],
+        );
+        assert!(out.status.success(), "{level}: {}", stderr(&out));
+        assert_eq!(v["mismatches"].as_u64(), Some(0), "{level}: {v}");
+        assert!(num(&v, "iops") > 0.0, "{level}: {v}");
+        let jobs = v["jobs"].as_array().unwrap();
+        assert!(
+            jobs.iter().all(|j| j["job"] == "R0"),
+            "only the array runs, not its members: {v}"
+        );
+    }
+}

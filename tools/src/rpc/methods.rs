@@ -5,7 +5,7 @@
 //! for its area (`bdev.rs`, `framework.rs`, later `nvmf.rs`, `raid.rs`, `repl.rs`) and add one
 //! line below. Names follow SPDK wherever SPDK has the method.
 
-use super::{bdev, framework, nvmf, Handler};
+use super::{bdev, framework, nvmf, raid, Handler};
 
 /// One RPC method: its wire name and the function that serves it.
 pub struct Method {
@@ -39,6 +39,11 @@ pub const METHODS: &[Method] = &[
     m("bdev_error_create", bdev::error_create),
     m("bdev_error_delete", bdev::error_delete),
     m("bdev_error_inject_error", bdev::error_inject_error),
+    m("bdev_raid_create", raid::create),
+    m("bdev_raid_delete", raid::delete),
+    m("bdev_raid_get_bdevs", raid::get_bdevs),
+    m("bdev_raid_add_base_bdev", raid::add_base_bdev),
+    m("bdev_raid_remove_base_bdev", raid::remove_base_bdev),
     m("bdev_nvme_attach_controller", nvmf::nvme_attach_controller),
     m("bdev_nvme_detach_controller", nvmf::nvme_detach_controller),
     m("bdev_nvme_get_controllers", nvmf::nvme_get_controllers),

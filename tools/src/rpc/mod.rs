@@ -12,6 +12,7 @@ pub mod framework;
 pub mod methods;
 pub mod nvmf;
 pub mod params;
+pub mod raid;
 
 pub use error::RpcError;
 pub use methods::{find, Method, METHODS};

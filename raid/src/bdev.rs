@@ -1,0 +1,1782 @@
+//! The RAID bdev: raid0, concat, raid1 (N-way mirror) and raid10 (md's "near 2" layout).
+//!
+//! Three layers live here, from the outside in:
+//!
+//! - **Arrays** ([`RaidShared`]): the control-path state of one array, behind a mutex: its
+//!   member slots (name, exclusive claim), whether it is assembled, the rebuild in progress.
+//!   An array exists from `bdev_raid_create` on, even while members are missing
+//!   ("configuring", as SPDK allows members to be named before they exist); it is registered
+//!   as a bdev only once every member is present. [`examine`] (called by the RPCs and by a
+//!   100 ms poller on the first reactor) claims members that have appeared since.
+//! - **The bdev** ([`RaidBdev`]): immutable geometry and [`Layout`] fixed at assembly. The
+//!   generic channel splits reads and writes on `optimal_io_boundary` = the strip for raid0
+//!   and raid10, so each data I/O that reaches us touches one strip.
+//! - **Per-core channels** (`ChanState`): each member's `IoChannel` on this core, read
+//!   balancing counters and a recycled pool of child descriptors, all in `Cell`/`RefCell`
+//!   (one core owns a channel; no locks on the I/O path). Member health is an array of atomics
+//!   in [`RaidShared`], read once per I/O.
+//!
+//! I/O paths:
+//!
+//! - raid0/concat reads and writes inside one member are *forwarded*: the same descriptor,
+//!   offset remapped, goes to the member with our channel as its completion frame; the tag
+//!   carries the original offset, which we put back before completing upward. Nothing is
+//!   allocated. Flush/reset/unmap/write-zeroes, and the rare concat I/O that straddles two
+//!   members, fan out into child descriptors with windows over the parent's buffer.
+//! - raid1/raid10 writes (and unmap/write-zeroes/flush) fan out to every copy. A failing copy
+//!   marks its member faulty (skipped from then on); the parent fails only if no copy
+//!   succeeded or the array has lost data. Reads forward the descriptor to the copy with the
+//!   fewest outstanding blocks on this channel (SPDK's raid1 policy); a failed read marks the
+//!   member faulty and retries on another copy.
+//! - Rebuild (after `bdev_raid_add_base_bdev` fills a missing raid1/raid10 slot) copies the
+//!   target's data window by window on the first reactor. Each window is locked against
+//!   writers with a small epoch scheme (see [`WriteGate`]) so a user write can never be
+//!   overwritten by stale rebuild data; reads never go to the member being rebuilt.
+
+use oxstor_bdev::registry::{self, BdevEntry};
+use oxstor_bdev::{
+    complete_later, Bdev, BdevChannel, BdevError, BdevIo, ClaimGuard, ConfigCall, Geometry, IoBuf,
+    IoChannel, IoDone, IoStatus, IoType,
+};
+use oxstor_reactor::{DmaBuf, PollStatus};
+use serde_json::{json, Value};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak as ArcWeak};
+use std::time::Duration;
+
+/// SPDK's limit on members per array (and what fits the tag's member field).
+pub const MAX_MEMBERS: usize = 255;
+
+/// Array offsets travel in the upper bits of a completion tag; this bounds the array size
+/// (2^52 blocks: exabytes, so never a real limit).
+const MAX_ARRAY_BLOCKS: u64 = 1 << 52;
+
+/// Rebuild copies at most this many bytes per window (one pooled DMA buffer).
+const REBUILD_WINDOW_BYTES: u64 = 128 * 1024;
+
+/// A write that hits the window being rebuilt waits this long before trying again.
+const LOCKED_RETRY: Duration = Duration::from_micros(50);
+
+/// How often the first reactor looks for members of configuring arrays.
+const EXAMINE_PERIOD: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaidLevel {
+    Raid0,
+    Raid1,
+    Raid10,
+    Concat,
+}
+
+impl RaidLevel {
+    /// Parses SPDK's spellings ("raid0" or "0", ...), case-insensitively.
+    pub fn parse(s: &str) -> Result<RaidLevel, BdevError> {
+        match s.to_ascii_lowercase().as_str() {
+            "raid0" | "0" => Ok(RaidLevel::Raid0),
+            "raid1" | "1" => Ok(RaidLevel::Raid1),
+            "raid10" | "10" => Ok(RaidLevel::Raid10),
+            "concat" => Ok(RaidLevel::Concat),
+            "raid5" | "5" | "raid5f" | "95" | "raid6" | "6" => Err(BdevError::Invalid(format!(
+                "raid_level {s} is not implemented yet (raid0, raid1, raid10 and concat are)"
+            ))),
+            _ => Err(BdevError::Invalid(format!(
+                "unknown raid_level '{s}' (raid0, raid1, raid10, concat)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RaidLevel::Raid0 => "raid0",
+            RaidLevel::Raid1 => "raid1",
+            RaidLevel::Raid10 => "raid10",
+            RaidLevel::Concat => "concat",
+        }
+    }
+
+    /// Whether every block lives on more than one member.
+    pub fn is_mirror(self) -> bool {
+        matches!(self, RaidLevel::Raid1 | RaidLevel::Raid10)
+    }
+
+    pub fn min_members(self) -> usize {
+        match self {
+            RaidLevel::Raid0 | RaidLevel::Concat => 1,
+            RaidLevel::Raid1 | RaidLevel::Raid10 => 2,
+        }
+    }
+
+    /// Whether `strip_size_kb` is required.
+    pub fn needs_strip(self) -> bool {
+        matches!(self, RaidLevel::Raid0 | RaidLevel::Raid10)
+    }
+}
+
+/// SPDK's array states. "Degraded" is online with fewer operational members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaidState {
+    Online,
+    Configuring,
+    Offline,
+}
+
+impl RaidState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RaidState::Online => "online",
+            RaidState::Configuring => "configuring",
+            RaidState::Offline => "offline",
+        }
+    }
+}
+
+// Member slot states, one atomic per slot (meaningful once the array is assembled).
+/// No bdev in the slot (never found, or removed).
+const MISSING: u8 = 0;
+/// In service: reads and writes.
+const ONLINE: u8 = 1;
+/// Failed an I/O: skipped for reads and writes until removed.
+const FAILED: u8 = 2;
+/// Being rebuilt: receives writes, never serves reads.
+const REBUILDING: u8 = 3;
+
+const NO_REBUILD: usize = usize::MAX;
+
+// ---------------------------------------------------------------------------------------------
+// Layout: pure block mapping for the levels in this file.
+// ---------------------------------------------------------------------------------------------
+
+/// Where array blocks live on the members. Fixed when the array is assembled.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    level: RaidLevel,
+    n: usize,
+    /// Strip in blocks (0 for raid1, and for concat created without one).
+    strip: u64,
+    block_size: u32,
+    num_blocks: u64,
+    /// Blocks of each member the array uses (SPDK's `data_size`).
+    data_blocks: Vec<u64>,
+    /// concat: the array offset where each member begins, plus the end.
+    starts: Vec<u64>,
+    /// raid10: number of chunks (strips of array data), each stored twice.
+    chunks: u64,
+    /// raid10: member pairs that hold both copies of some chunk.
+    pairs: Vec<(usize, usize)>,
+}
+
+impl Layout {
+    pub(crate) fn new(
+        level: RaidLevel,
+        strip: u64,
+        sizes: &[u64],
+        block_size: u32,
+    ) -> Result<Layout, BdevError> {
+        let n = sizes.len();
+        let min = sizes.iter().copied().min().unwrap_or(0);
+        let mut layout = Layout {
+            level,
+            n,
+            strip,
+            block_size,
+            num_blocks: 0,
+            data_blocks: Vec::new(),
+            starts: Vec::new(),
+            chunks: 0,
+            pairs: Vec::new(),
+        };
+        let too_small = || {
+            BdevError::Invalid(format!(
+                "members are too small for a {} array with this strip size",
+                level.name()
+            ))
+        };
+        match level {
+            RaidLevel::Raid0 => {
+                let rows = min / strip.max(1);
+                if rows == 0 {
+                    return Err(too_small());
+                }
+                layout.data_blocks = vec![rows * strip; n];
+                layout.num_blocks = rows * strip * n as u64;
+            }
+            RaidLevel::Concat => {
+                // Like SPDK, each member is used up to a whole number of strips (if any).
+                layout.data_blocks = sizes
+                    .iter()
+                    .map(|&b| b.checked_div(strip).map_or(b, |rows| rows * strip))
+                    .collect();
+                if layout.data_blocks.contains(&0) {
+                    return Err(too_small());
+                }
+                let mut at = 0;
+                for &b in &layout.data_blocks {
+                    layout.starts.push(at);
+                    at += b;
+                }
+                layout.starts.push(at);
+                layout.num_blocks = at;
+            }
+            RaidLevel::Raid1 => {
+                if min == 0 {
+                    return Err(too_small());
+                }
+                layout.data_blocks = vec![min; n];
+                layout.num_blocks = min;
+            }
+            RaidLevel::Raid10 => {
+                let rows = min / strip.max(1);
+                layout.chunks = rows * n as u64 / 2;
+                if layout.chunks == 0 {
+                    return Err(too_small());
+                }
+                layout.data_blocks = vec![rows * strip; n];
+                layout.num_blocks = layout.chunks * strip;
+                // Chunk c's copies sit on members 2c mod n and 2c+1 mod n; the pattern
+                // repeats every n chunks.
+                for c in 0..layout.chunks.min(n as u64) {
+                    let pair = ((2 * c) as usize % n, (2 * c + 1) as usize % n);
+                    if !layout.pairs.contains(&pair) {
+                        layout.pairs.push(pair);
+                    }
+                }
+            }
+        }
+        if layout.num_blocks >= MAX_ARRAY_BLOCKS {
+            return Err(BdevError::Invalid("array is too large".into()));
+        }
+        Ok(layout)
+    }
+
+    /// raid10: member and member offset of copy `copy` (0 or 1) of chunk `c`.
+    fn chunk_copy(&self, c: u64, copy: u64, within: u64) -> (usize, u64) {
+        let idx = 2 * c + copy;
+        let n = self.n as u64;
+        ((idx % n) as usize, (idx / n) * self.strip + within)
+    }
+
+    /// Calls `f(member, member_offset, blocks, offset_in_io)` for every member extent holding
+    /// array blocks `[off, off+len)`. Mirrors report every copy of every piece.
+    fn pieces(&self, off: u64, len: u64, mut f: impl FnMut(usize, u64, u64, u64)) {
+        let end = off + len;
+        let mut cur = off;
+        match self.level {
+            RaidLevel::Raid0 => {
+                let (s, n) = (self.strip, self.n as u64);
+                while cur < end {
+                    let (k, within) = (cur / s, cur % s);
+                    let plen = (s - within).min(end - cur);
+                    f((k % n) as usize, (k / n) * s + within, plen, cur - off);
+                    cur += plen;
+                }
+            }
+            RaidLevel::Concat => {
+                while cur < end {
+                    let m = self.starts.partition_point(|&s| s <= cur) - 1;
+                    let plen = (self.starts[m + 1] - cur).min(end - cur);
+                    f(m, cur - self.starts[m], plen, cur - off);
+                    cur += plen;
+                }
+            }
+            RaidLevel::Raid1 => (0..self.n).for_each(|m| f(m, off, len, 0)),
+            RaidLevel::Raid10 => {
+                let s = self.strip;
+                while cur < end {
+                    let (c, within) = (cur / s, cur % s);
+                    let plen = (s - within).min(end - cur);
+                    for copy in 0..2 {
+                        let (m, moff) = self.chunk_copy(c, copy, within);
+                        f(m, moff, plen, cur - off);
+                    }
+                    cur += plen;
+                }
+            }
+        }
+    }
+
+    /// raid0/concat: the one member extent holding `[off, off+len)`, if there is just one.
+    fn map_one(&self, off: u64, len: u64) -> Option<(usize, u64)> {
+        match self.level {
+            RaidLevel::Raid0 => {
+                let (s, n) = (self.strip, self.n as u64);
+                let (k, within) = (off / s, off % s);
+                (within + len <= s).then(|| ((k % n) as usize, (k / n) * s + within))
+            }
+            RaidLevel::Concat => {
+                let m = self.starts.partition_point(|&s| s <= off) - 1;
+                (off + len <= self.starts[m + 1]).then(|| (m, off - self.starts[m]))
+            }
+            _ => None,
+        }
+    }
+
+    /// Calls `f(member, member_offset, blocks)` once per member touched by `[off, off+len)`:
+    /// the member's part of a striped range is contiguous, so unmap and write-zeroes need one
+    /// child per member however long the range is.
+    fn extents(&self, off: u64, len: u64, mut f: impl FnMut(usize, u64, u64)) {
+        let end = off + len;
+        match self.level {
+            RaidLevel::Raid1 => (0..self.n).for_each(|m| f(m, off, len)),
+            RaidLevel::Concat => {
+                for m in 0..self.n {
+                    let (lo, hi) = (off.max(self.starts[m]), end.min(self.starts[m + 1]));
+                    if lo < hi {
+                        f(m, lo - self.starts[m], hi - lo);
+                    }
+                }
+            }
+            RaidLevel::Raid0 | RaidLevel::Raid10 => {
+                let s = self.strip;
+                let (first, last) = (off / s, (end - 1) / s);
+                let (head, tail) = (off % s, (end - 1) % s + 1);
+                // Units are strips laid out row-major over the members; raid10 stores chunk c
+                // as units 2c and 2c+1.
+                let (i0, i1, per) = match self.level {
+                    RaidLevel::Raid0 => (first, last, 1),
+                    _ => (2 * first, 2 * last + 1, 2),
+                };
+                let n = self.n as u64;
+                for d in 0..n {
+                    let k0 = i0 + (d + n - i0 % n) % n;
+                    if k0 > i1 {
+                        continue;
+                    }
+                    let k1 = i1 - (i1 % n + n - d) % n;
+                    let lo = (k0 / n) * s + if k0 / per == first { head } else { 0 };
+                    let hi = (k1 / n) * s + if k1 / per == last { tail } else { s };
+                    f(d as usize, lo, hi - lo);
+                }
+            }
+        }
+    }
+
+    /// Whether some data has no readable copy when members are in the given states.
+    fn lost_data(&self, state: impl Fn(usize) -> u8) -> bool {
+        match self.level {
+            RaidLevel::Raid1 => !(0..self.n).any(|m| state(m) == ONLINE),
+            RaidLevel::Raid10 => self
+                .pairs
+                .iter()
+                .any(|&(a, b)| state(a) != ONLINE && state(b) != ONLINE),
+            // Striped levels never mark members faulty: errors just pass up.
+            RaidLevel::Raid0 | RaidLevel::Concat => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arrays: control-path state.
+// ---------------------------------------------------------------------------------------------
+
+struct Slot {
+    /// The member's name: set from creation even before it exists; None once removed.
+    name: Option<String>,
+    /// The last name this slot had, for `save_config`.
+    config_name: String,
+    claim: Option<ClaimGuard>,
+}
+
+struct Ctl {
+    slots: Vec<Slot>,
+    online: bool,
+    /// Last assembly error, so the examine poller logs it once rather than every pass.
+    last_error: Option<String>,
+}
+
+/// Counts one core's mirror writes in flight, per epoch parity (see [`RaidShared::epoch`]).
+///
+/// The rebuild moves its locked window, bumps the epoch, and waits until every core's
+/// counter for the previous parity is zero: from then on, every write in flight has read the
+/// new window and either stayed clear of it or is waiting. Each core touches only its own
+/// counter (its own cache line), so this costs two uncontended atomics per write.
+#[derive(Default)]
+struct WriteGate {
+    inflight: [AtomicU64; 2],
+}
+
+/// One array: everything every core and the control path share.
+pub struct RaidShared {
+    id: u64,
+    name: String,
+    uuid: String,
+    level: RaidLevel,
+    strip_kb: u32,
+    n: usize,
+    /// Per-slot health (MISSING/ONLINE/FAILED/REBUILDING), read on every mirror I/O.
+    states: Box<[AtomicU8]>,
+    layout: OnceLock<Arc<Layout>>,
+    online: AtomicBool,
+    deleted: AtomicBool,
+    ctl: Mutex<Ctl>,
+    gates: Mutex<Vec<ArcWeak<WriteGate>>>,
+    /// The rebuild's locked window, in array blocks, and the epoch that publishes it.
+    epoch: AtomicU64,
+    lock_start: AtomicU64,
+    lock_end: AtomicU64,
+    rebuild_target: AtomicUsize,
+    rebuild_done: AtomicU64,
+}
+
+static RAIDS: Mutex<Vec<Arc<RaidShared>>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static EXAMINE_POLLER: AtomicBool = AtomicBool::new(false);
+
+fn raids() -> MutexGuard<'static, Vec<Arc<RaidShared>>> {
+    RAIDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every array (online or not), in creation order.
+pub(crate) fn list() -> Vec<Arc<RaidShared>> {
+    raids().clone()
+}
+
+pub(crate) fn find(name: &str) -> Result<Arc<RaidShared>, BdevError> {
+    raids()
+        .iter()
+        .find(|r| r.name == name)
+        .cloned()
+        .ok_or_else(|| BdevError::NotFound(name.to_string()))
+}
+
+/// What `bdev_raid_create` asks for, validated by the RPC layer.
+pub(crate) struct ArraySpec {
+    pub name: String,
+    pub uuid: String,
+    pub level: RaidLevel,
+    pub strip_kb: u32,
+    pub base_bdevs: Vec<String>,
+}
+
+/// Creates an array. Members that exist are claimed now; missing ones leave it configuring.
+pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
+    let mut all = raids();
+    if all.iter().any(|r| r.name == spec.name) || registry::lookup(&spec.name).is_ok() {
+        return Err(BdevError::Exists(spec.name));
+    }
+    for b in &spec.base_bdevs {
+        if let Some(owner) = all.iter().find(|r| r.names_member(b)) {
+            return Err(BdevError::Claimed(
+                b.clone(),
+                format!("raid {}", owner.name),
+            ));
+        }
+    }
+    let mut slots = Vec::with_capacity(spec.base_bdevs.len());
+    for b in &spec.base_bdevs {
+        let claim = match registry::claim(b, "raid") {
+            Ok(g) => Some(g),
+            Err(BdevError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        slots.push(Slot {
+            name: Some(b.clone()),
+            config_name: b.clone(),
+            claim,
+        });
+    }
+    let n = slots.len();
+    let shared = Arc::new(RaidShared {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        name: spec.name.clone(),
+        uuid: spec.uuid,
+        level: spec.level,
+        strip_kb: spec.strip_kb,
+        n,
+        states: (0..n).map(|_| AtomicU8::new(MISSING)).collect(),
+        layout: OnceLock::new(),
+        online: AtomicBool::new(false),
+        deleted: AtomicBool::new(false),
+        ctl: Mutex::new(Ctl {
+            slots,
+            online: false,
+            last_error: None,
+        }),
+        gates: Mutex::new(Vec::new()),
+        epoch: AtomicU64::new(0),
+        lock_start: AtomicU64::new(0),
+        lock_end: AtomicU64::new(0),
+        rebuild_target: AtomicUsize::new(NO_REBUILD),
+        rebuild_done: AtomicU64::new(0),
+    });
+    {
+        let mut ctl = shared.ctl();
+        shared.check_block_sizes(&ctl)?;
+        if ctl.slots.iter().all(|s| s.claim.is_some()) {
+            shared.go_online(&mut ctl)?;
+        }
+    }
+    let online = shared.online.load(Ordering::Acquire);
+    all.push(shared);
+    drop(all);
+    if !online {
+        tracing::info!("raid {}: configuring, waiting for members", spec.name);
+        ensure_examine_poller();
+    }
+    Ok(spec.name)
+}
+
+/// Deletes an array: unregisters its bdev (which releases the claims) or, while it is still
+/// configuring, just drops it.
+pub(crate) fn delete_array(name: &str) -> Result<(), BdevError> {
+    let shared = find(name)?;
+    {
+        let mut ctl = shared.ctl();
+        if !ctl.online {
+            shared.deleted.store(true, Ordering::Release);
+            ctl.slots.iter_mut().for_each(|s| drop(s.claim.take()));
+            drop(ctl);
+            shared.forget();
+            return Ok(());
+        }
+    }
+    registry::unregister(name, Some("raid"))
+}
+
+/// Claims members of configuring arrays that have appeared, and assembles arrays that are
+/// complete. SPDK does this from its examine callback; we run it from the RPCs and from a
+/// poller on the first reactor.
+pub fn examine() {
+    let pending: Vec<_> = raids()
+        .iter()
+        .filter(|r| !r.online.load(Ordering::Acquire))
+        .cloned()
+        .collect();
+    for r in pending {
+        r.try_assemble();
+    }
+}
+
+fn ensure_examine_poller() {
+    if EXAMINE_POLLER.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(rt) = registry::runtime() else {
+        return;
+    };
+    if EXAMINE_POLLER.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    rt.send(0, || {
+        oxstor_reactor::reactor::register_timed_poller("raid_examine", EXAMINE_PERIOD, || {
+            examine();
+            PollStatus::Idle
+        });
+    });
+}
+
+/// Finds the array and slot holding a member named `base`.
+pub(crate) fn find_member(base: &str) -> Result<(Arc<RaidShared>, usize), BdevError> {
+    for r in list() {
+        let slot = r
+            .ctl()
+            .slots
+            .iter()
+            .position(|s| s.name.as_deref() == Some(base));
+        if let Some(slot) = slot {
+            return Ok((r, slot));
+        }
+    }
+    Err(BdevError::NotFound(format!(
+        "{base} (not a member of any raid)"
+    )))
+}
+
+impl RaidShared {
+    fn ctl(&self) -> MutexGuard<'_, Ctl> {
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state(&self, m: usize) -> u8 {
+        self.states[m].load(Ordering::Acquire)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn level(&self) -> RaidLevel {
+        self.level
+    }
+
+    fn names_member(&self, base: &str) -> bool {
+        self.ctl()
+            .slots
+            .iter()
+            .any(|s| s.name.as_deref() == Some(base))
+    }
+
+    /// SPDK's view: configuring until assembled; offline once a mirror has lost data.
+    pub fn raid_state(&self) -> RaidState {
+        match self.layout.get() {
+            None => RaidState::Configuring,
+            Some(l) if l.lost_data(|m| self.state(m)) => RaidState::Offline,
+            Some(_) => RaidState::Online,
+        }
+    }
+
+    fn check_block_sizes(&self, ctl: &Ctl) -> Result<u32, BdevError> {
+        let mut size = None;
+        for s in &ctl.slots {
+            if let Some(g) = &s.claim {
+                let bs = g.entry().bdev.geometry().block_size;
+                match size {
+                    None => size = Some(bs),
+                    Some(x) if x != bs => {
+                        return Err(BdevError::Invalid(format!(
+                            "base bdevs of raid {} have different block sizes ({x} and {bs})",
+                            self.name
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(size.unwrap_or(0))
+    }
+
+    /// Computes the layout from the (all present) members and registers the bdev.
+    fn go_online(self: &Arc<Self>, ctl: &mut Ctl) -> Result<(), BdevError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(BdevError::NotFound(self.name.clone()));
+        }
+        let bs = self.check_block_sizes(ctl)?;
+        let mut sizes = Vec::with_capacity(self.n);
+        let mut supported = [true; 7];
+        for s in &ctl.slots {
+            let Some(g) = &s.claim else {
+                return Err(BdevError::Invalid(format!(
+                    "raid {} is incomplete",
+                    self.name
+                )));
+            };
+            let b = &g.entry().bdev;
+            sizes.push(b.geometry().num_blocks);
+            for t in IoType::ALL {
+                supported[t as usize] &= b.io_type_supported(t);
+            }
+        }
+        supported[IoType::Read as usize] = true;
+        supported[IoType::Write as usize] = true;
+        let strip_bytes = self.strip_kb as u64 * 1024;
+        // raid1 has no strips; concat uses one (if given) only to round members down.
+        let strip = if strip_bytes == 0 || self.level == RaidLevel::Raid1 {
+            0
+        } else {
+            if strip_bytes < bs as u64 || !strip_bytes.is_multiple_of(bs as u64) {
+                return Err(BdevError::Invalid(format!(
+                    "strip size {} KiB is not a multiple of the block size {bs}",
+                    self.strip_kb
+                )));
+            }
+            strip_bytes / bs as u64
+        };
+        if self.level.needs_strip() && strip == 0 {
+            return Err(BdevError::Invalid(format!(
+                "strip_size_kb is required for {}",
+                self.level.name()
+            )));
+        }
+        let layout = Arc::new(Layout::new(self.level, strip, &sizes, bs)?);
+        let mut geometry = Geometry::new(bs, layout.num_blocks);
+        if self.level.needs_strip() {
+            // The generic channel then splits every read/write on strip boundaries for us.
+            geometry.optimal_io_boundary = u32::try_from(strip)
+                .map_err(|_| BdevError::Invalid("strip size is too large".into()))?;
+        }
+        for s in self.states.iter() {
+            s.store(ONLINE, Ordering::Release);
+        }
+        let bdev = Arc::new(RaidBdev {
+            shared: self.clone(),
+            layout: layout.clone(),
+            geometry,
+            supported,
+        });
+        if let Err(e) = registry::register(bdev) {
+            for s in self.states.iter() {
+                s.store(MISSING, Ordering::Release);
+            }
+            return Err(e);
+        }
+        let _ = self.layout.set(layout);
+        ctl.online = true;
+        ctl.last_error = None;
+        self.online.store(true, Ordering::Release);
+        tracing::info!(
+            "raid {}: online, {} with {} members, {} blocks of {bs} bytes",
+            self.name,
+            self.level.name(),
+            self.n,
+            geometry.num_blocks
+        );
+        Ok(())
+    }
+
+    fn try_assemble(self: &Arc<Self>) {
+        let mut ctl = self.ctl();
+        if ctl.online || self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        for s in ctl.slots.iter_mut() {
+            if let (Some(name), None) = (&s.name, &s.claim) {
+                if registry::lookup(name).is_ok() {
+                    // A bdev another module holds stays unclaimed; we try again later.
+                    s.claim = registry::claim(name, "raid").ok();
+                }
+            }
+        }
+        if !ctl.slots.iter().all(|s| s.claim.is_some()) {
+            return;
+        }
+        if let Err(e) = self.go_online(&mut ctl) {
+            let msg = e.to_string();
+            if ctl.last_error.as_deref() != Some(msg.as_str()) {
+                tracing::error!("raid {}: cannot assemble: {msg}", self.name);
+                ctl.last_error = Some(msg);
+            }
+        }
+    }
+
+    /// Drops the array from the list (its bdev is already gone or never existed).
+    fn forget(&self) {
+        raids().retain(|r| r.id != self.id);
+    }
+
+    /// The registered bdev is being destroyed: release the members.
+    fn teardown(&self) {
+        self.deleted.store(true, Ordering::Release);
+        let claims: Vec<_> = self
+            .ctl()
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.claim.take())
+            .collect();
+        drop(claims);
+        self.forget();
+        tracing::info!("raid {}: deleted, members released", self.name);
+    }
+
+    fn member_entries(&self) -> Vec<Option<Arc<BdevEntry>>> {
+        self.ctl()
+            .slots
+            .iter()
+            .map(|s| s.claim.as_ref().map(|g| g.entry().clone()))
+            .collect()
+    }
+
+    /// Makes every core's channel pick up the current members (SPDK's for_each_channel).
+    /// Must not be called with `ctl` held: each core locks it.
+    fn refresh_channels(&self) {
+        let Some(rt) = registry::runtime() else {
+            return;
+        };
+        let id = self.id;
+        rt.run_on_all(move || {
+            let chans: Vec<Rc<ChanState>> = CHANNELS.with(|c| {
+                let mut c = c.borrow_mut();
+                c.retain(|(_, w)| w.strong_count() > 0);
+                c.iter()
+                    .filter(|(i, _)| *i == id)
+                    .filter_map(|(_, w)| w.upgrade())
+                    .collect()
+            });
+            for ch in chans {
+                if let Err(e) = ch.reload_members() {
+                    tracing::error!("raid {}: cannot refresh members: {e}", ch.shared.name);
+                }
+            }
+        });
+    }
+
+    /// Sum of in-flight mirror writes of the given epoch parity, over all cores.
+    fn inflight_writes(&self, parity: usize) -> u64 {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates.retain(|g| g.strong_count() > 0);
+        gates
+            .iter()
+            .filter_map(|g| g.upgrade())
+            .map(|g| g.inflight[parity].load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Marks member `m` faulty after an I/O error; the array carries on without it.
+    fn mark_faulty(&self, m: usize, status: IoStatus) {
+        let swapped = [ONLINE, REBUILDING].iter().any(|&from| {
+            self.states[m]
+                .compare_exchange(from, FAILED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if swapped {
+            tracing::warn!(
+                "raid {}: member slot {m} failed ({status:?}); running degraded",
+                self.name
+            );
+        }
+    }
+
+    /// `bdev_raid_remove_base_bdev`: takes the member out; refuses if that loses data.
+    pub(crate) fn remove_member(&self, slot: usize) -> Result<(), BdevError> {
+        let guard = {
+            let mut ctl = self.ctl();
+            let base = ctl.slots[slot].name.clone().unwrap_or_default();
+            if let Some(layout) = self.layout.get() {
+                if !self.level.is_mirror() {
+                    return Err(BdevError::Invalid(format!(
+                        "{} has no redundancy: removing {base} from raid {} would lose data",
+                        self.level.name(),
+                        self.name
+                    )));
+                }
+                let state = |m: usize| if m == slot { MISSING } else { self.state(m) };
+                if !layout.lost_data(|m| self.state(m)) && layout.lost_data(state) {
+                    return Err(BdevError::Invalid(format!(
+                        "removing {base} would leave raid {} without a complete copy of the data",
+                        self.name
+                    )));
+                }
+                // New I/O skips the slot from here on; in-flight I/O completes normally.
+                self.states[slot].store(MISSING, Ordering::SeqCst);
+            }
+            ctl.slots[slot].name = None;
+            tracing::info!("raid {}: member {base} removed", self.name);
+            ctl.slots[slot].claim.take()
+        };
+        self.refresh_channels();
+        drop(guard);
+        Ok(())
+    }
+
+    /// `bdev_raid_add_base_bdev`: fills a free slot; on an online mirror, starts a rebuild.
+    pub(crate) fn add_member(self: &Arc<Self>, base: &str) -> Result<(), BdevError> {
+        let (slot, rt) = {
+            let mut ctl = self.ctl();
+            if !ctl.online {
+                let slot = ctl
+                    .slots
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(base) && s.claim.is_none())
+                    .or_else(|| ctl.slots.iter().position(|s| s.name.is_none()))
+                    .ok_or_else(|| {
+                        BdevError::Invalid(format!("raid {} has no free member slot", self.name))
+                    })?;
+                let old = ctl.slots[slot].name.replace(base.to_string());
+                ctl.slots[slot].claim = Some(registry::claim(base, "raid")?);
+                if let Err(e) = self.check_block_sizes(&ctl) {
+                    ctl.slots[slot].claim = None;
+                    ctl.slots[slot].name = old;
+                    return Err(e);
+                }
+                ctl.slots[slot].config_name = base.to_string();
+                if ctl.slots.iter().all(|s| s.claim.is_some()) {
+                    self.go_online(&mut ctl)?;
+                }
+                return Ok(());
+            }
+            let layout = self
+                .layout
+                .get()
+                .ok_or_else(|| BdevError::Invalid(format!("raid {} is not online", self.name)))?;
+            if !self.level.is_mirror() {
+                return Err(BdevError::Invalid(format!(
+                    "{} raid {} has no missing member to replace",
+                    self.level.name(),
+                    self.name
+                )));
+            }
+            let slot = (0..self.n)
+                .find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none())
+                .ok_or_else(|| {
+                    BdevError::Invalid(format!(
+                        "raid {} has no missing member slot (remove a failed member first)",
+                        self.name
+                    ))
+                })?;
+            let rt = registry::runtime().ok_or(BdevError::NoRuntime)?;
+            let guard = registry::claim(base, "raid")?;
+            let b = guard.entry().bdev.clone();
+            let g = b.geometry();
+            if g.block_size != layout.block_size || g.num_blocks < layout.data_blocks[slot] {
+                return Err(BdevError::Invalid(format!(
+                    "{base} must have {}-byte blocks and at least {} of them",
+                    layout.block_size, layout.data_blocks[slot]
+                )));
+            }
+            let raid = registry::lookup(&self.name)?;
+            if let Some(t) = IoType::ALL
+                .into_iter()
+                .find(|&t| raid.bdev.io_type_supported(t) && !b.io_type_supported(t))
+            {
+                return Err(BdevError::Invalid(format!(
+                    "{base} does not support {} I/O, which raid {} offers",
+                    t.name(),
+                    self.name
+                )));
+            }
+            if self
+                .rebuild_target
+                .compare_exchange(NO_REBUILD, slot, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Err(BdevError::Invalid(format!(
+                    "raid {} is already rebuilding a member",
+                    self.name
+                )));
+            }
+            ctl.slots[slot].name = Some(base.to_string());
+            ctl.slots[slot].config_name = base.to_string();
+            ctl.slots[slot].claim = Some(guard);
+            (slot, rt)
+        };
+        // Channels first learn the new member while it is still MISSING (unused), then it
+        // turns REBUILDING: from that moment every write reaches it.
+        self.refresh_channels();
+        self.rebuild_done.store(0, Ordering::Relaxed);
+        self.states[slot].store(REBUILDING, Ordering::SeqCst);
+        tracing::info!("raid {}: rebuilding member {base} (slot {slot})", self.name);
+        let me = self.clone();
+        rt.send(0, move || Rebuild::start(me, slot));
+        Ok(())
+    }
+
+    /// The `bdev_raid_get_bdevs` entry (also `driver_specific.raid` in bdev_get_bdevs).
+    pub fn info(&self) -> Value {
+        let ctl = self.ctl();
+        let layout = self.layout.get();
+        let strip_kb = if self.level == RaidLevel::Raid1 {
+            0
+        } else {
+            self.strip_kb
+        };
+        let present = |s: &Slot| s.claim.is_some();
+        let discovered = ctl.slots.iter().filter(|s| present(s)).count();
+        let operational = match layout {
+            // Before assembly SPDK reports the members it expects to run with.
+            None => self.n,
+            Some(_) => (0..self.n)
+                .filter(|&m| matches!(self.state(m), ONLINE | REBUILDING))
+                .count(),
+        };
+        let base: Vec<Value> = ctl
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(m, s)| {
+                let configured = present(s) && (layout.is_none() || self.state(m) != FAILED);
+                let data_size = match (layout, &s.claim) {
+                    (Some(l), _) if present(s) => l.data_blocks[m],
+                    (None, Some(g)) => g.entry().bdev.geometry().num_blocks,
+                    _ => 0,
+                };
+                json!({
+                    "name": s.name,
+                    "uuid": s.claim.as_ref().map(|g| g.entry().bdev.uuid().to_string()),
+                    "is_configured": configured,
+                    "data_offset": 0,
+                    "data_size": data_size,
+                })
+            })
+            .collect();
+        let mut v = json!({
+            "name": self.name,
+            "uuid": self.uuid,
+            "strip_size_kb": strip_kb,
+            "state": self.raid_state().name(),
+            "raid_level": self.level.name(),
+            "superblock": false,
+            "num_base_bdevs": self.n,
+            "num_base_bdevs_discovered": discovered,
+            "num_base_bdevs_operational": operational,
+            "base_bdevs_list": base,
+        });
+        let target = self.rebuild_target.load(Ordering::Acquire);
+        if let (Some(l), Some(slot)) = (layout, ctl.slots.get(target)) {
+            let done = self.rebuild_done.load(Ordering::Relaxed);
+            let total = l.data_blocks[target].max(1);
+            v["process"] = json!({
+                "type": "rebuild",
+                "target": slot.name,
+                "progress": { "blocks": done, "percent": done * 100 / total },
+            });
+        }
+        v
+    }
+
+    fn config_params(&self) -> Value {
+        let ctl = self.ctl();
+        let strip_kb = if self.level == RaidLevel::Raid1 {
+            0
+        } else {
+            self.strip_kb
+        };
+        json!({
+            "name": self.name,
+            "raid_level": self.level.name(),
+            "strip_size_kb": strip_kb,
+            "base_bdevs": ctl.slots.iter().map(|s| s.config_name.clone()).collect::<Vec<_>>(),
+            "uuid": self.uuid,
+            "superblock": false,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bdev.
+// ---------------------------------------------------------------------------------------------
+
+/// An assembled array as the registry sees it.
+pub struct RaidBdev {
+    shared: Arc<RaidShared>,
+    layout: Arc<Layout>,
+    geometry: Geometry,
+    supported: [bool; 7],
+}
+
+impl RaidBdev {
+    pub fn level(&self) -> RaidLevel {
+        self.shared.level
+    }
+
+    pub fn raid_state(&self) -> RaidState {
+        self.shared.raid_state()
+    }
+}
+
+impl Bdev for RaidBdev {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+    fn uuid(&self) -> &str {
+        &self.shared.uuid
+    }
+    fn module(&self) -> &'static str {
+        "raid"
+    }
+    fn product_name(&self) -> &'static str {
+        "Raid Volume"
+    }
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+    fn io_type_supported(&self, t: IoType) -> bool {
+        self.supported[t as usize]
+    }
+    fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
+        let n = self.shared.n;
+        let gate = Arc::new(WriteGate::default());
+        let st = Rc::new_cyclic(|me| ChanState {
+            me: me.clone(),
+            shared: self.shared.clone(),
+            layout: self.layout.clone(),
+            members: RefCell::new(vec![None; n]),
+            outstanding: (0..n).map(|_| Cell::new(0)).collect(),
+            fanouts: RefCell::new(Vec::new()),
+            free_fanouts: RefCell::new(Vec::new()),
+            free_ios: RefCell::new(Vec::new()),
+            gate: gate.clone(),
+        });
+        st.reload_members()?;
+        self.shared
+            .gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&gate));
+        CHANNELS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|(_, w)| w.strong_count() > 0);
+            c.push((self.shared.id, Rc::downgrade(&st)));
+        });
+        Ok(Box::new(RaidChannel(st)))
+    }
+    fn config_call(&self) -> Option<ConfigCall> {
+        Some(ConfigCall {
+            method: "bdev_raid_create",
+            params: self.shared.config_params(),
+        })
+    }
+    fn driver_info(&self) -> Value {
+        self.shared.info()
+    }
+    fn destroy(&self) {
+        self.shared.teardown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-core channel.
+// ---------------------------------------------------------------------------------------------
+
+thread_local! {
+    /// This core's raid channels, so control operations can refresh their member lists.
+    static CHANNELS: RefCell<Vec<(u64, Weak<ChanState>)>> = const { RefCell::new(Vec::new()) };
+}
+
+// Completion tags: array offset (or fan-out slot) << 12 | kind << 8 | member.
+const KIND_FORWARD: u64 = 0;
+const KIND_MIRROR_READ: u64 = 1;
+const KIND_CHILD: u64 = 2;
+
+fn tag(kind: u64, member: usize, payload: u64) -> u64 {
+    payload << 12 | kind << 8 | member as u64
+}
+
+fn untag(t: u64) -> (u64, usize, u64) {
+    ((t >> 8) & 0xf, (t & 0xff) as usize, t >> 12)
+}
+
+/// A parent I/O waiting for its children.
+#[derive(Default)]
+struct Fanout {
+    parent: Option<Box<BdevIo>>,
+    /// Children in flight, plus one while the parent is still submitting them.
+    outstanding: u32,
+    ok: u32,
+    err: Option<IoStatus>,
+    /// A copy was skipped because its member is out of service.
+    degraded: bool,
+    /// Copies of the same data (any success will do) rather than parts of it (all needed).
+    mirror: bool,
+    /// The write-gate epoch this write is counted under.
+    epoch: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+enum Plan {
+    /// Every member extent (and every copy) of the data range.
+    Pieces,
+    /// One extent per member (unmap, write-zeroes).
+    Extents,
+    /// Every member, whole (flush, reset).
+    All,
+}
+
+struct ChanState {
+    me: Weak<ChanState>,
+    shared: Arc<RaidShared>,
+    layout: Arc<Layout>,
+    members: RefCell<Vec<Option<Rc<IoChannel>>>>,
+    /// Read blocks in flight per member, for least-outstanding read balancing.
+    outstanding: Vec<Cell<u64>>,
+    fanouts: RefCell<Vec<Fanout>>,
+    free_fanouts: RefCell<Vec<usize>>,
+    /// Recycled child descriptors (their frame vectors keep their capacity). Boxed because
+    /// descriptors travel as `Box<BdevIo>` through every layer.
+    #[allow(clippy::vec_box)]
+    free_ios: RefCell<Vec<Box<BdevIo>>>,
+    gate: Arc<WriteGate>,
+}
+
+/// Child descriptors kept per channel for reuse.
+const IO_POOL: usize = 256;
+
+struct RaidChannel(Rc<ChanState>);
+
+impl BdevChannel for RaidChannel {
+    fn submit(&self, io: Box<BdevIo>) {
+        self.0.submit_io(io);
+    }
+}
+
+impl ChanState {
+    fn rc(&self) -> Rc<ChanState> {
+        self.me
+            .upgrade()
+            .expect("a channel is alive while it handles I/O")
+    }
+
+    fn reload_members(&self) -> Result<(), BdevError> {
+        let mut chans = Vec::with_capacity(self.shared.n);
+        for e in self.shared.member_entries() {
+            chans.push(match e {
+                Some(e) => Some(e.channel()?),
+                None => None,
+            });
+        }
+        *self.members.borrow_mut() = chans;
+        Ok(())
+    }
+
+    fn member(&self, m: usize) -> Option<Rc<IoChannel>> {
+        self.members.borrow().get(m).cloned().flatten()
+    }
+
+    fn submit_io(&self, io: Box<BdevIo>) {
+        if self.layout.level.is_mirror() {
+            self.mirrored(io)
+        } else {
+            self.striped(io)
+        }
+    }
+
+    fn striped(&self, mut io: Box<BdevIo>) {
+        match io.io_type {
+            IoType::Read | IoType::Write | IoType::Compare => {
+                let Some((m, moff)) = self.layout.map_one(io.offset_blocks, io.num_blocks) else {
+                    return self.fan_out(io, false, None, Plan::Pieces);
+                };
+                let Some(ch) = self.member(m) else {
+                    return complete_later(io, IoStatus::Failed(libc::ENODEV));
+                };
+                let orig = io.offset_blocks;
+                io.offset_blocks = moff;
+                ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
+            }
+            IoType::Unmap | IoType::WriteZeroes => self.fan_out(io, false, None, Plan::Extents),
+            IoType::Flush | IoType::Reset => self.fan_out(io, false, None, Plan::All),
+        }
+    }
+
+    fn mirrored(&self, io: Box<BdevIo>) {
+        match io.io_type {
+            IoType::Read | IoType::Compare => self.mirror_read(io),
+            IoType::Write => self.mirror_modify(io, Plan::Pieces),
+            IoType::Unmap | IoType::WriteZeroes => self.mirror_modify(io, Plan::Extents),
+            IoType::Flush | IoType::Reset => self.fan_out(io, true, None, Plan::All),
+        }
+    }
+
+    /// The in-service copy with the fewest blocks in flight on this channel.
+    fn pick(&self, copies: impl Iterator<Item = (usize, u64)>) -> Option<(usize, u64)> {
+        copies
+            .filter(|&(m, _)| self.shared.state(m) == ONLINE && self.member(m).is_some())
+            .min_by_key(|&(m, _)| self.outstanding[m].get())
+    }
+
+    fn mirror_read(&self, mut io: Box<BdevIo>) {
+        let (off, len) = (io.offset_blocks, io.num_blocks);
+        let l = &self.layout;
+        let choice = if l.level == RaidLevel::Raid1 {
+            self.pick((0..l.n).map(|m| (m, off)))
+        } else {
+            let (c, within) = (off / l.strip, off % l.strip);
+            if within + len > l.strip {
+                // The generic layer splits data I/O on strips, so this is only a safety net.
+                return self.raid10_read_split(io);
+            }
+            self.pick((0..2).map(|copy| l.chunk_copy(c, copy, within)))
+        };
+        let Some((m, moff)) = choice else {
+            return complete_later(io, IoStatus::Failed(libc::EIO));
+        };
+        let Some(ch) = self.member(m) else {
+            return complete_later(io, IoStatus::Failed(libc::EIO));
+        };
+        self.outstanding[m].set(self.outstanding[m].get() + len);
+        io.offset_blocks = moff;
+        io.status = IoStatus::Pending;
+        ch.submit(io, self.rc(), tag(KIND_MIRROR_READ, m, off));
+    }
+
+    /// A raid10 read spanning chunks: one child per chunk, each from its best copy.
+    fn raid10_read_split(&self, io: Box<BdevIo>) {
+        let (off, len, t) = (io.offset_blocks, io.num_blocks, io.io_type);
+        let slot = self.fanout_open(io, false, None);
+        let s = self.layout.strip;
+        let mut cur = off;
+        while cur < off + len {
+            let (c, within) = (cur / s, cur % s);
+            let plen = (s - within).min(off + len - cur);
+            match self.pick((0..2).map(|copy| self.layout.chunk_copy(c, copy, within))) {
+                Some((m, moff)) => self.send_child(slot, m, t, moff, plen, cur - off),
+                None => self.fanouts.borrow_mut()[slot].err = Some(IoStatus::Failed(libc::EIO)),
+            }
+            cur += plen;
+        }
+        self.fanout_dec(slot, true);
+    }
+
+    /// Writes (and unmap/write-zeroes) to a mirror: counted by the write gate, held back
+    /// while they overlap the window a rebuild is copying.
+    fn mirror_modify(&self, io: Box<BdevIo>, plan: Plan) {
+        match self.gate_enter(io.offset_blocks, io.num_blocks) {
+            Some(epoch) => self.fan_out(io, true, Some(epoch), plan),
+            None => {
+                let me = self.rc();
+                oxstor_reactor::schedule_after(LOCKED_RETRY, move || me.submit_io(io));
+            }
+        }
+    }
+
+    fn gate_enter(&self, off: u64, len: u64) -> Option<u64> {
+        let sh = &self.shared;
+        loop {
+            let e = sh.epoch.load(Ordering::SeqCst);
+            let counter = &self.gate.inflight[(e & 1) as usize];
+            counter.fetch_add(1, Ordering::SeqCst);
+            if sh.epoch.load(Ordering::SeqCst) != e {
+                counter.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let (lo, hi) = (
+                sh.lock_start.load(Ordering::SeqCst),
+                sh.lock_end.load(Ordering::SeqCst),
+            );
+            if off < hi && lo < off + len {
+                counter.fetch_sub(1, Ordering::SeqCst);
+                return None;
+            }
+            return Some(e);
+        }
+    }
+
+    fn gate_exit(&self, epoch: u64) {
+        self.gate.inflight[(epoch & 1) as usize].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn fan_out(&self, io: Box<BdevIo>, mirror: bool, epoch: Option<u64>, plan: Plan) {
+        let (off, len, t) = (io.offset_blocks, io.num_blocks, io.io_type);
+        let slot = self.fanout_open(io, mirror, epoch);
+        let layout = self.layout.clone();
+        let emit = |m: usize, moff: u64, mlen: u64, boff: u64| {
+            let in_service = !mirror || matches!(self.shared.state(m), ONLINE | REBUILDING);
+            if in_service && self.member(m).is_some() {
+                self.send_child(slot, m, t, moff, mlen, boff);
+            } else {
+                let mut f = self.fanouts.borrow_mut();
+                f[slot].degraded = true;
+                if !mirror {
+                    f[slot].err = Some(IoStatus::Failed(libc::ENODEV));
+                }
+            }
+        };
+        match plan {
+            Plan::Pieces => layout.pieces(off, len, emit),
+            Plan::Extents => layout.extents(off, len, |m, moff, mlen| emit(m, moff, mlen, 0)),
+            Plan::All => (0..layout.n).for_each(|m| emit(m, 0, layout.data_blocks[m], 0)),
+        }
+        self.fanout_dec(slot, true);
+    }
+
+    fn fanout_open(&self, io: Box<BdevIo>, mirror: bool, epoch: Option<u64>) -> usize {
+        let mut f = self.fanouts.borrow_mut();
+        let slot = match self.free_fanouts.borrow_mut().pop() {
+            Some(s) => s,
+            None => {
+                f.push(Fanout::default());
+                f.len() - 1
+            }
+        };
+        f[slot] = Fanout {
+            parent: Some(io),
+            outstanding: 1,
+            mirror,
+            epoch,
+            ..Fanout::default()
+        };
+        slot
+    }
+
+    /// Sends one child of fan-out `slot` to member `m`; data children get a window of the
+    /// parent's buffer starting `boff` blocks in.
+    fn send_child(&self, slot: usize, m: usize, t: IoType, moff: u64, mlen: u64, boff: u64) {
+        let Some(ch) = self.member(m) else { return };
+        let recycled = self.free_ios.borrow_mut().pop();
+        let mut child = match recycled {
+            Some(mut c) => {
+                c.reset(t, moff, mlen);
+                c
+            }
+            None => BdevIo::new(t, moff, mlen, IoBuf::None),
+        };
+        {
+            let mut f = self.fanouts.borrow_mut();
+            let e = &mut f[slot];
+            e.outstanding += 1;
+            if t.has_data() {
+                if let Some(p) = e.parent.as_mut() {
+                    let bs = self.layout.block_size as usize;
+                    // The window keeps this channel (and so the parent's buffer) alive.
+                    let owner: Rc<dyn Any> = self.rc();
+                    child.buf =
+                        IoBuf::window(&mut p.buf, boff as usize * bs, mlen as usize * bs, owner);
+                }
+            }
+        }
+        ch.submit(child, self.rc(), tag(KIND_CHILD, m, slot as u64));
+    }
+
+    fn child_done(&self, slot: usize, m: usize, mut child: Box<BdevIo>) {
+        let status = child.status;
+        child.buf = IoBuf::None;
+        {
+            let mut pool = self.free_ios.borrow_mut();
+            if pool.len() < IO_POOL {
+                pool.push(child);
+            }
+        }
+        let mirror = {
+            let mut f = self.fanouts.borrow_mut();
+            let e = &mut f[slot];
+            if status.is_success() {
+                e.ok += 1;
+            } else if e.err.is_none() {
+                e.err = Some(status);
+            }
+            e.mirror
+        };
+        if mirror && !status.is_success() {
+            self.shared.mark_faulty(m, status);
+        }
+        self.fanout_dec(slot, false);
+    }
+
+    /// Drops one reference to fan-out `slot`; the last completes the parent. From inside
+    /// `submit` the completion is deferred, as the bdev contract requires.
+    fn fanout_dec(&self, slot: usize, in_submit: bool) {
+        let done = {
+            let mut f = self.fanouts.borrow_mut();
+            let e = &mut f[slot];
+            e.outstanding -= 1;
+            if e.outstanding > 0 {
+                return;
+            }
+            std::mem::take(e)
+        };
+        self.free_fanouts.borrow_mut().push(slot);
+        if let Some(epoch) = done.epoch {
+            self.gate_exit(epoch);
+        }
+        let status = match (done.mirror, done.err) {
+            (false, err) => err.unwrap_or(IoStatus::Success),
+            (true, None) if !done.degraded && done.ok > 0 => IoStatus::Success,
+            (true, err) => {
+                let lost = self.layout.lost_data(|m| self.shared.state(m));
+                if done.ok > 0 && !lost {
+                    IoStatus::Success
+                } else {
+                    err.unwrap_or(IoStatus::Failed(libc::EIO))
+                }
+            }
+        };
+        if let Some(parent) = done.parent {
+            if in_submit {
+                complete_later(parent, status);
+            } else {
+                parent.complete(status);
+            }
+        }
+    }
+}
+
+impl IoDone for ChanState {
+    fn io_done(&self, mut io: Box<BdevIo>, t: u64) {
+        let (kind, m, payload) = untag(t);
+        match kind {
+            KIND_FORWARD => {
+                io.offset_blocks = payload;
+                let status = io.status;
+                io.complete(status);
+            }
+            KIND_MIRROR_READ => {
+                let out = &self.outstanding[m];
+                out.set(out.get().saturating_sub(io.num_blocks));
+                io.offset_blocks = payload;
+                match io.status {
+                    IoStatus::Failed(e) if e != libc::ENOMEM && io.io_type == IoType::Read => {
+                        // md's policy, simplified: the copy is faulty, read another one.
+                        self.shared.mark_faulty(m, io.status);
+                        self.mirror_read(io);
+                    }
+                    status => io.complete(status),
+                }
+            }
+            _ => self.child_done(payload as usize, m, io),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebuild.
+// ---------------------------------------------------------------------------------------------
+
+/// Copies a mirror's data onto a new member, one window at a time, on the first reactor.
+///
+/// For each window: publish it as locked and bump the epoch, wait until no write counted
+/// under the old epoch is in flight (those may not have seen the lock), read the window from
+/// an in-service copy, write it to the target, move on. Writes that overlap the locked
+/// window wait and retry; writes elsewhere go to the target as well as the other copies.
+struct Rebuild {
+    me: Weak<Rebuild>,
+    shared: Arc<RaidShared>,
+    layout: Arc<Layout>,
+    target: usize,
+    chans: Vec<Option<Rc<IoChannel>>>,
+    /// Next block of the target to copy.
+    pos: Cell<u64>,
+    /// Current window: source member, its offset, length, target offset.
+    window: Cell<(usize, u64, u64, u64)>,
+    io: RefCell<Option<Box<BdevIo>>>,
+    window_blocks: u64,
+}
+
+enum Step {
+    Done,
+    NoSource,
+    Window {
+        src: usize,
+        src_off: u64,
+        len: u64,
+        array_off: u64,
+    },
+}
+
+impl Rebuild {
+    fn start(shared: Arc<RaidShared>, target: usize) {
+        let Some(layout) = shared.layout.get().cloned() else {
+            return;
+        };
+        if shared.deleted.load(Ordering::Acquire) {
+            // Its members may be gone too: opening channels now would revive their state.
+            return finish(&shared, target, false);
+        }
+        let mut chans = Vec::with_capacity(shared.n);
+        for e in shared.member_entries() {
+            chans.push(e.and_then(|e| e.channel().ok()));
+        }
+        let window_blocks = (REBUILD_WINDOW_BYTES / layout.block_size as u64).max(1);
+        let Some(buf) = DmaBuf::alloc((window_blocks * layout.block_size as u64) as usize) else {
+            tracing::error!("raid {}: no DMA buffer for the rebuild", shared.name);
+            return finish(&shared, target, false);
+        };
+        let rb = Rc::new_cyclic(|me| Rebuild {
+            me: me.clone(),
+            shared,
+            layout,
+            target,
+            chans,
+            pos: Cell::new(0),
+            window: Cell::new((0, 0, 0, 0)),
+            io: RefCell::new(Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf)))),
+            window_blocks,
+        });
+        rb.step();
+    }
+
+    fn rc(&self) -> Rc<Rebuild> {
+        self.me
+            .upgrade()
+            .expect("the rebuild is alive while it runs")
+    }
+
+    fn plan(&self, pos: u64) -> Step {
+        let l = &self.layout;
+        let total = l.data_blocks[self.target];
+        if pos >= total {
+            return Step::Done;
+        }
+        let in_service = |m: usize| self.shared.state(m) == ONLINE && self.chans[m].is_some();
+        match l.level {
+            RaidLevel::Raid10 => {
+                let n = l.n as u64;
+                let (row, within) = (pos / l.strip, pos % l.strip);
+                let idx = row * n + self.target as u64;
+                let c = idx / 2;
+                if c >= l.chunks {
+                    // Past the last chunk: the rest of this member is unused.
+                    return Step::Done;
+                }
+                let (src, src_off) = l.chunk_copy(c, (idx & 1) ^ 1, within);
+                if !in_service(src) {
+                    return Step::NoSource;
+                }
+                let len = (l.strip - within).min(self.window_blocks).min(total - pos);
+                Step::Window {
+                    src,
+                    src_off,
+                    len,
+                    array_off: c * l.strip + within,
+                }
+            }
+            _ => match (0..l.n).find(|&m| m != self.target && in_service(m)) {
+                None => Step::NoSource,
+                Some(src) => Step::Window {
+                    src,
+                    src_off: pos,
+                    len: self.window_blocks.min(total - pos),
+                    array_off: pos,
+                },
+            },
+        }
+    }
+
+    fn step(&self) {
+        let sh = &self.shared;
+        if sh.deleted.load(Ordering::Acquire) || sh.state(self.target) != REBUILDING {
+            return self.stop(false, "the target left the array");
+        }
+        let pos = self.pos.get();
+        match self.plan(pos) {
+            Step::Done => self.stop(true, ""),
+            Step::NoSource => self.stop(false, "no in-service copy to rebuild from"),
+            Step::Window {
+                src,
+                src_off,
+                len,
+                array_off,
+            } => {
+                self.window.set((src, src_off, len, pos));
+                sh.lock_start.store(array_off, Ordering::SeqCst);
+                sh.lock_end.store(array_off + len, Ordering::SeqCst);
+                let old = sh.epoch.fetch_add(1, Ordering::SeqCst);
+                self.drain((old & 1) as usize);
+            }
+        }
+    }
+
+    fn drain(&self, parity: usize) {
+        if self.shared.inflight_writes(parity) > 0 {
+            let me = self.rc();
+            oxstor_reactor::schedule_after(Duration::from_micros(20), move || me.drain(parity));
+            return;
+        }
+        let (src, src_off, len, _) = self.window.get();
+        self.submit(src, IoType::Read, src_off, len, 0);
+    }
+
+    fn submit(&self, m: usize, t: IoType, off: u64, len: u64, tag: u64) {
+        let Some(mut io) = self.io.borrow_mut().take() else {
+            return self.stop(false, "internal: rebuild descriptor in use");
+        };
+        let Some(ch) = self.chans[m].clone() else {
+            return self.stop(false, "member channel missing");
+        };
+        io.reset(t, off, len);
+        if let IoBuf::Dma(d) = &mut io.buf {
+            d.set_len((len * self.layout.block_size as u64) as usize);
+        }
+        ch.submit(io, self.rc(), tag);
+    }
+
+    fn stop(&self, ok: bool, why: &str) {
+        let sh = &self.shared;
+        sh.lock_end.store(0, Ordering::SeqCst);
+        sh.lock_start.store(0, Ordering::SeqCst);
+        if !ok {
+            tracing::warn!(
+                "raid {}: rebuild of slot {} stopped: {why}",
+                sh.name,
+                self.target
+            );
+        }
+        finish(sh, self.target, ok);
+    }
+}
+
+fn finish(sh: &RaidShared, target: usize, ok: bool) {
+    let to = if ok { ONLINE } else { FAILED };
+    if sh.states[target]
+        .compare_exchange(REBUILDING, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+        && ok
+    {
+        tracing::info!("raid {}: rebuild of slot {target} complete", sh.name);
+    }
+    sh.rebuild_target.store(NO_REBUILD, Ordering::Release);
+}
+
+impl IoDone for Rebuild {
+    fn io_done(&self, io: Box<BdevIo>, tag: u64) {
+        let status = io.status;
+        *self.io.borrow_mut() = Some(io);
+        let (src, _, len, tgt_off) = self.window.get();
+        match (tag, status) {
+            (0, IoStatus::Success) => self.submit(self.target, IoType::Write, tgt_off, len, 1),
+            (0, IoStatus::Failed(e)) if e == libc::ENOMEM => {
+                let me = self.rc();
+                oxstor_reactor::schedule_after(Duration::from_millis(1), move || me.step());
+            }
+            (0, s) => {
+                // The source failed: mark it and try the window again from another copy.
+                self.shared.mark_faulty(src, s);
+                self.step();
+            }
+            (_, IoStatus::Success) => {
+                self.pos.set(tgt_off + len);
+                self.shared
+                    .rebuild_done
+                    .store(tgt_off + len, Ordering::Relaxed);
+                self.step();
+            }
+            (_, s) => {
+                self.shared.mark_faulty(self.target, s);
+                self.stop(false, "write to the target failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layouts() -> Vec<Layout> {
+        let mut v = Vec::new();
+        for n in 1..=5usize {
+            v.push(Layout::new(RaidLevel::Raid0, 8, &vec![100; n], 512).unwrap());
+            let sizes: Vec<u64> = (0..n as u64).map(|i| 30 + 17 * i).collect();
+            v.push(Layout::new(RaidLevel::Concat, 0, &sizes, 512).unwrap());
+            if n >= 2 {
+                v.push(Layout::new(RaidLevel::Raid1, 0, &vec![90; n], 512).unwrap());
+                v.push(Layout::new(RaidLevel::Raid10, 4, &vec![90; n], 512).unwrap());
+            }
+        }
+        v
+    }
+
+    /// Every range: the per-member extents are exactly the hull of the per-piece mapping,
+    /// and pieces cover the range once per copy.
+    #[test]
+    fn extents_match_pieces_for_every_range() {
+        for l in layouts() {
+            let copies = match l.level {
+                RaidLevel::Raid1 => l.n as u64,
+                RaidLevel::Raid10 => 2,
+                _ => 1,
+            };
+            for off in 0..l.num_blocks {
+                for len in 1..=(l.num_blocks - off).min(40) {
+                    let mut hull: Vec<Option<(u64, u64)>> = vec![None; l.n];
+                    let mut covered = 0;
+                    l.pieces(off, len, |m, moff, plen, boff| {
+                        assert!(boff + plen <= len);
+                        assert!(moff + plen <= l.data_blocks[m], "{l:?} {off}+{len}");
+                        covered += plen;
+                        let h = hull[m].get_or_insert((moff, moff + plen));
+                        *h = (h.0.min(moff), h.1.max(moff + plen));
+                    });
+                    assert_eq!(covered, len * copies, "{:?} {off}+{len}", l.level);
+                    let mut got: Vec<Option<(u64, u64)>> = vec![None; l.n];
+                    l.extents(off, len, |m, moff, mlen| {
+                        assert!(got[m].replace((moff, moff + mlen)).is_none());
+                    });
+                    assert_eq!(got, hull, "{:?} n={} {off}+{len}", l.level, l.n);
+                    if let Some((m, moff)) = l.map_one(off, len) {
+                        let mut one = None;
+                        l.pieces(off, len, |pm, pmoff, _, _| {
+                            assert!(one.replace((pm, pmoff)).is_none());
+                        });
+                        assert_eq!(one, Some((m, moff)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn raid10_is_mirror_pairs_and_sizes_follow_spdk() {
+        let l = Layout::new(RaidLevel::Raid10, 8, &[100, 120, 100, 110], 512).unwrap();
+        assert_eq!(l.num_blocks, 12 * 4 / 2 * 8);
+        assert_eq!(l.pairs, vec![(0, 1), (2, 3)]);
+        assert!(l.lost_data(|m| if m < 2 { FAILED } else { ONLINE }));
+        assert!(!l.lost_data(|m| if m == 0 || m == 3 { FAILED } else { ONLINE }));
+        let odd = Layout::new(RaidLevel::Raid10, 8, &[80; 3], 512).unwrap();
+        assert_eq!(odd.pairs, vec![(0, 1), (2, 0), (1, 2)]);
+        let r0 = Layout::new(RaidLevel::Raid0, 8, &[100, 70], 512).unwrap();
+        assert_eq!(r0.num_blocks, 8 * 8 * 2);
+        assert!(Layout::new(RaidLevel::Raid0, 128, &[100], 512).is_err());
+        assert_eq!(RaidLevel::parse("RAID10").unwrap(), RaidLevel::Raid10);
+        assert!(RaidLevel::parse("raid6").is_err());
+    }
+}

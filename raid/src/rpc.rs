@@ -1,0 +1,173 @@
+//! The bdev_raid_* methods, with SPDK's parameter names.
+//!
+//! Each function takes the method's parameter struct (decoded by the caller with serde;
+//! unknown fields are refused, as SPDK's decoders do) and returns a [`BdevError`], whose
+//! errno the JSON-RPC layer reports as `-errno`. Validation of the parameters happens here;
+//! the arrays themselves live in [`crate::bdev`].
+//!
+//! Not yet supported, with clear errors: raid5/raid6 levels, on-disk superblocks.
+
+use crate::bdev::{self, ArraySpec, RaidLevel, MAX_MEMBERS};
+use oxstor_bdev::null::resolve_uuid;
+use oxstor_bdev::BdevError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `bdev_raid_create` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevRaidCreateParams {
+    pub name: String,
+    /// "raid0"/"0", "raid1"/"1", "raid10"/"10" or "concat".
+    pub raid_level: String,
+    /// Required for raid0 and raid10: a power of two, at least one block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_size_kb: Option<u32>,
+    /// SPDK's deprecated spelling of `strip_size_kb` (also in KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_size: Option<u32>,
+    pub base_bdevs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superblock: Option<bool>,
+}
+
+/// `bdev_raid_delete` parameters. `clear_sb` is accepted; there is no superblock to clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevRaidDeleteParams {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_sb: Option<bool>,
+}
+
+/// `bdev_raid_get_bdevs` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevRaidGetBdevsParams {
+    /// "all", "online", "configuring" or "offline".
+    pub category: String,
+}
+
+/// `bdev_raid_remove_base_bdev` parameters: the member's own name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevRaidRemoveBaseBdevParams {
+    pub name: String,
+}
+
+/// `bdev_raid_add_base_bdev` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BdevRaidAddBaseBdevParams {
+    pub raid_bdev: String,
+    pub base_bdev: String,
+}
+
+/// `bdev_raid_create`: returns the new array's name. An array whose members do not all
+/// exist yet is created "configuring" and goes online when the last one appears.
+pub fn create(p: BdevRaidCreateParams) -> Result<String, BdevError> {
+    let invalid = |m: String| Err(BdevError::Invalid(m));
+    if p.name.is_empty() {
+        return invalid("name must not be empty".into());
+    }
+    let level = RaidLevel::parse(&p.raid_level)?;
+    if p.superblock == Some(true) {
+        return invalid("superblock not yet supported: create the raid without it".into());
+    }
+    let strip_kb = match (p.strip_size_kb, p.strip_size) {
+        (Some(a), Some(b)) if a != b => {
+            return invalid(format!(
+                "strip_size_kb ({a}) and the deprecated strip_size ({b}) disagree"
+            ))
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => 0,
+    };
+    if level.needs_strip() && strip_kb == 0 {
+        return invalid(format!("strip_size_kb is required for {}", level.name()));
+    }
+    if strip_kb != 0 && !strip_kb.is_power_of_two() {
+        return invalid(format!("strip_size_kb {strip_kb} is not a power of two"));
+    }
+    let n = p.base_bdevs.len();
+    if n < level.min_members() || n > MAX_MEMBERS {
+        return invalid(format!(
+            "{} needs between {} and {MAX_MEMBERS} base bdevs, got {n}",
+            level.name(),
+            level.min_members()
+        ));
+    }
+    for (i, b) in p.base_bdevs.iter().enumerate() {
+        if b.is_empty() {
+            return invalid("base bdev names must not be empty".into());
+        }
+        if p.base_bdevs[..i].contains(b) {
+            return invalid(format!("base bdev {b} is listed twice"));
+        }
+    }
+    let uuid = resolve_uuid(&p.uuid)?;
+    let name = bdev::create_array(ArraySpec {
+        name: p.name,
+        uuid,
+        level,
+        strip_kb,
+        base_bdevs: p.base_bdevs,
+    })?;
+    bdev::examine();
+    Ok(name)
+}
+
+/// `bdev_raid_delete`: removes the array and releases its members.
+pub fn delete(p: BdevRaidDeleteParams) -> Result<(), BdevError> {
+    bdev::delete_array(&p.name)
+}
+
+/// `bdev_raid_get_bdevs`: the arrays in `category`, in SPDK's shape.
+pub fn get_bdevs(p: BdevRaidGetBdevsParams) -> Result<Value, BdevError> {
+    let want = match p.category.as_str() {
+        "all" => None,
+        c @ ("online" | "configuring" | "offline") => Some(c),
+        other => {
+            return Err(BdevError::Invalid(format!(
+                "category '{other}' is not one of all, online, configuring, offline"
+            )))
+        }
+    };
+    let arrays = bdev::list()
+        .iter()
+        .filter(|r| want.is_none_or(|c| r.raid_state().name() == c))
+        .map(|r| r.info())
+        .collect();
+    Ok(Value::Array(arrays))
+}
+
+/// `bdev_raid_remove_base_bdev`: takes a member out of its array. A mirror carries on
+/// degraded; refused where it would lose data (raid0, concat, the last copy of a mirror).
+pub fn remove_base_bdev(p: BdevRaidRemoveBaseBdevParams) -> Result<(), BdevError> {
+    let (raid, slot) = bdev::find_member(&p.name)?;
+    raid.remove_member(slot)
+}
+
+/// `bdev_raid_add_base_bdev`: fills a free slot. On a configuring array that may complete
+/// it; on a degraded raid1/raid10 the new member is rebuilt (a full copy) in the background,
+/// with progress under `process` in `bdev_raid_get_bdevs`.
+pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
+    let raid = bdev::find(&p.raid_bdev)?;
+    if let Ok((other, _)) = bdev::find_member(&p.base_bdev) {
+        if other.name() != raid.name() {
+            return Err(BdevError::Claimed(
+                p.base_bdev,
+                format!("raid {}", other.name()),
+            ));
+        }
+    }
+    raid.add_member(&p.base_bdev)
+}
+
+/// Claims members of configuring arrays that exist by now (SPDK's examine). Runs by itself
+/// every 100 ms on the first reactor; callers may run it right after creating bdevs.
+pub fn examine() {
+    bdev::examine();
+}

@@ -228,6 +228,7 @@ fn main() {
         "null 4KiB randread QD1, back-off off",
         bench(null_config(), Workload::RandRead, 1, false),
     );
+    raid_figures();
     idle_cpu();
     match data_file() {
         Ok(path) => {
@@ -300,4 +301,52 @@ fn idle_cpu() {
         "idle: 2 reactors, 10 s, CPU", pct
     );
     rt.shutdown();
+}
+
+/// RAID overhead: raid0 over four null bdevs against one null bdev (target >= 0.9x), and the
+/// parity rates against memcpy measured in the same run (target >= 50%).
+fn raid_figures() {
+    let nulls: Vec<Call> = (0..4)
+        .map(|i| {
+            call(
+                "bdev_null_create",
+                json!({"name": format!("N{i}"), "num_blocks": 2097152, "block_size": 4096}),
+            )
+        })
+        .collect();
+    let mut raid0 = nulls;
+    raid0.push(call(
+        "bdev_raid_create",
+        json!({"name": "R0", "raid_level": "raid0", "strip_size_kb": 64,
+               "base_bdevs": ["N0", "N1", "N2", "N3"]}),
+    ));
+    let (mut one, mut striped) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        if let Ok(f) = one_run(&null_config(), Workload::RandRead, 128, true) {
+            one.push(f.iops);
+        }
+        match one_run(&raid0, Workload::RandRead, 128, true) {
+            Ok(f) => striped.push(f.iops),
+            Err(e) => println!("raid0 4x null 4KiB randread QD128  FAILED: {e}"),
+        }
+    }
+    if one.len() == RUNS && striped.len() == RUNS {
+        let (o, r) = (median(one), median(striped));
+        println!(
+            "{:<44} {:>12.0}",
+            "raid0 over 4 null, 4KiB randread QD128", r
+        );
+        println!("{:<44} {:>12.0}", "  one null bdev, same run", o);
+        println!("{:<44} {:>12.2}", "  raid0 / null (target >= 0.9)", r / o);
+    }
+    let rates = oxstor_raid::parity::measure_parity_rate();
+    println!(
+        "{:<44} {:>8.1} GiB/s memcpy, {:.1} raid5 P ({:.0}%), {:.1} raid6 P+Q ({:.0}%)",
+        "parity rate (1 MiB of data per op)",
+        rates.memcpy_gib_s,
+        rates.raid5_p_gib_s,
+        rates.raid5_p_gib_s * 100.0 / rates.memcpy_gib_s,
+        rates.raid6_pq_gib_s,
+        rates.raid6_pq_gib_s * 100.0 / rates.memcpy_gib_s,
+    );
 }

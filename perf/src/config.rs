@@ -173,6 +173,9 @@ pub fn apply_all(calls: &[Call]) -> Result<Vec<String>, PerfError> {
     for c in calls {
         if let Applied::Created(name) = apply(&c.method, c.params.clone())? {
             created.push(name);
+            // Arrays with superblocks assemble from their members as they appear, as in
+            // the daemon (and before any error injection that follows in the config).
+            oxstor_raid::rpc::examine_all();
         }
     }
     Ok(created)

@@ -743,6 +743,8 @@ fn every_raid_level_passes_verify() {
         ("concat", None),
         ("raid1", None),
         ("raid10", Some(64)),
+        ("raid5", Some(64)),
+        ("raid6", Some(64)),
     ] {
         let mut calls: Vec<Value> = (0..4)
             .map(|i| {

@@ -1,4 +1,5 @@
-//! The RAID bdev: raid0, concat, raid1 (N-way mirror) and raid10 (md's "near 2" layout).
+//! The RAID bdev: raid0, concat, raid1 (N-way mirror), raid10 (md's "near 2" layout), and
+//! raid5/raid6, whose reads and writes are served per stripe by [`crate::stripe`].
 //!
 //! Three layers live here, from the outside in:
 //!
@@ -69,6 +70,10 @@ pub enum RaidLevel {
     Raid1,
     Raid10,
     Concat,
+    /// Rotating single parity (md left-symmetric), see [`crate::stripe`].
+    Raid5,
+    /// Rotating P+Q parity (md left-symmetric), see [`crate::stripe`].
+    Raid6,
 }
 
 impl RaidLevel {
@@ -79,11 +84,11 @@ impl RaidLevel {
             "raid1" | "1" => Ok(RaidLevel::Raid1),
             "raid10" | "10" => Ok(RaidLevel::Raid10),
             "concat" => Ok(RaidLevel::Concat),
-            "raid5" | "5" | "raid5f" | "95" | "raid6" | "6" => Err(BdevError::Invalid(format!(
-                "raid_level {s} is not implemented yet (raid0, raid1, raid10 and concat are)"
-            ))),
+            // raid5f is SPDK's full-stripe-only raid5; ours also takes partial stripes.
+            "raid5" | "5" | "raid5f" => Ok(RaidLevel::Raid5),
+            "raid6" | "6" => Ok(RaidLevel::Raid6),
             _ => Err(BdevError::Invalid(format!(
-                "unknown raid_level '{s}' (raid0, raid1, raid10, concat)"
+                "unknown raid_level '{s}' (raid0, raid1, raid10, raid5, raid6, concat)"
             ))),
         }
     }
@@ -94,7 +99,23 @@ impl RaidLevel {
             RaidLevel::Raid1 => "raid1",
             RaidLevel::Raid10 => "raid10",
             RaidLevel::Concat => "concat",
+            RaidLevel::Raid5 => "raid5",
+            RaidLevel::Raid6 => "raid6",
         }
+    }
+
+    /// Parity strips per stripe: 1 for raid5, 2 for raid6, 0 otherwise.
+    pub fn parity_members(self) -> usize {
+        match self {
+            RaidLevel::Raid5 => 1,
+            RaidLevel::Raid6 => 2,
+            _ => 0,
+        }
+    }
+
+    /// Whether the array survives losing a member (mirrors and parity levels).
+    pub fn is_redundant(self) -> bool {
+        self.is_mirror() || self.parity_members() > 0
     }
 
     /// Whether every block lives on more than one member.
@@ -106,12 +127,17 @@ impl RaidLevel {
         match self {
             RaidLevel::Raid0 | RaidLevel::Concat => 1,
             RaidLevel::Raid1 | RaidLevel::Raid10 => 2,
+            RaidLevel::Raid5 => 3,
+            RaidLevel::Raid6 => 4,
         }
     }
 
     /// Whether `strip_size_kb` is required.
     pub fn needs_strip(self) -> bool {
-        matches!(self, RaidLevel::Raid0 | RaidLevel::Raid10)
+        matches!(
+            self,
+            RaidLevel::Raid0 | RaidLevel::Raid10 | RaidLevel::Raid5 | RaidLevel::Raid6
+        )
     }
 }
 
@@ -166,6 +192,10 @@ pub(crate) struct Layout {
     chunks: u64,
     /// raid10: member pairs that hold both copies of some chunk.
     pairs: Vec<(usize, usize)>,
+    /// raid5/raid6: the parity layout and the stripe locks every core shares.
+    pub(crate) stripes: Option<Arc<crate::stripe::StripeShared>>,
+    /// Member block where array data starts (a superblock area precedes it; 0 without).
+    pub(crate) data_offset: u64,
 }
 
 impl Layout {
@@ -187,6 +217,8 @@ impl Layout {
             starts: Vec::new(),
             chunks: 0,
             pairs: Vec::new(),
+            stripes: None,
+            data_offset: 0,
         };
         let too_small = || {
             BdevError::Invalid(format!(
@@ -226,6 +258,13 @@ impl Layout {
                 }
                 layout.data_blocks = vec![min; n];
                 layout.num_blocks = min;
+            }
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                let shared =
+                    crate::stripe::StripeShared::new(level.parity_members(), strip, sizes)?;
+                layout.data_blocks = vec![shared.layout.member_used_blocks(0); n];
+                layout.num_blocks = shared.layout.array_blocks();
+                layout.stripes = Some(Arc::new(shared));
             }
             RaidLevel::Raid10 => {
                 let rows = min / strip.max(1);
@@ -282,6 +321,8 @@ impl Layout {
                 }
             }
             RaidLevel::Raid1 => (0..self.n).for_each(|m| f(m, off, len, 0)),
+            // Parity levels map their I/O in crate::stripe.
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {}
             RaidLevel::Raid10 => {
                 let s = self.strip;
                 while cur < end {
@@ -320,6 +361,8 @@ impl Layout {
         let end = off + len;
         match self.level {
             RaidLevel::Raid1 => (0..self.n).for_each(|m| f(m, off, len)),
+            // Unmap and write-zeroes are not offered on parity levels.
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {}
             RaidLevel::Concat => {
                 for m in 0..self.n {
                     let (lo, hi) = (off.max(self.starts[m]), end.min(self.starts[m + 1]));
@@ -363,6 +406,9 @@ impl Layout {
                 .any(|&(a, b)| state(a) != ONLINE && state(b) != ONLINE),
             // Striped levels never mark members faulty: errors just pass up.
             RaidLevel::Raid0 | RaidLevel::Concat => false,
+            RaidLevel::Raid5 | RaidLevel::Raid6 => {
+                (0..self.n).filter(|&m| state(m) != ONLINE).count() > self.level.parity_members()
+            }
         }
     }
 }
@@ -418,6 +464,8 @@ pub struct RaidShared {
     lock_end: AtomicU64,
     rebuild_target: AtomicUsize,
     rebuild_done: AtomicU64,
+    /// On-disk superblock state ([`crate::persist`]); None for arrays without one.
+    persist: Option<Arc<crate::persist::ArrayPersist>>,
 }
 
 static RAIDS: Mutex<Vec<Arc<RaidShared>>> = Mutex::new(Vec::new());
@@ -447,7 +495,9 @@ pub(crate) struct ArraySpec {
     pub uuid: String,
     pub level: RaidLevel,
     pub strip_kb: u32,
+    /// An empty name leaves the slot missing (only assembly from superblocks does that).
     pub base_bdevs: Vec<String>,
+    pub persist: Option<Arc<crate::persist::ArrayPersist>>,
 }
 
 /// Creates an array. Members that exist are claimed now; missing ones leave it configuring.
@@ -472,7 +522,7 @@ pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
             Err(e) => return Err(e),
         };
         slots.push(Slot {
-            name: Some(b.clone()),
+            name: (!b.is_empty()).then(|| b.clone()),
             config_name: b.clone(),
             claim,
         });
@@ -500,11 +550,12 @@ pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
         lock_end: AtomicU64::new(0),
         rebuild_target: AtomicUsize::new(NO_REBUILD),
         rebuild_done: AtomicU64::new(0),
+        persist: spec.persist,
     });
     {
         let mut ctl = shared.ctl();
         shared.check_block_sizes(&ctl)?;
-        if ctl.slots.iter().all(|s| s.claim.is_some()) {
+        if ctl.slots.iter().all(|s| s.claim.is_some() || s.name.is_none()) {
             shared.go_online(&mut ctl)?;
         }
     }
@@ -546,6 +597,10 @@ pub fn examine() {
         .collect();
     for r in pending {
         r.try_assemble();
+        if r.online.load(Ordering::Acquire) {
+            // Newly assembled: its superblocks must say so.
+            crate::persist::changed(&r);
+        }
     }
 }
 
@@ -591,6 +646,11 @@ impl RaidShared {
 
     fn state(&self, m: usize) -> u8 {
         self.states[m].load(Ordering::Acquire)
+    }
+
+    /// Whether member `m` serves reads and writes (for [`crate::stripe`]).
+    pub(crate) fn member_online(&self, m: usize) -> bool {
+        self.state(m) == ONLINE
     }
 
     pub fn name(&self) -> &str {
@@ -647,19 +707,34 @@ impl RaidShared {
         let mut supported = [true; 7];
         for s in &ctl.slots {
             let Some(g) = &s.claim else {
+                // Assembled from superblocks: a missing or stale member's slot runs degraded,
+                // sized as the superblock says.
+                if let Some(blocks) = self.persist.as_ref().and_then(|p| p.missing_member_blocks()) {
+                    sizes.push(blocks);
+                    continue;
+                }
                 return Err(BdevError::Invalid(format!(
                     "raid {} is incomplete",
                     self.name
                 )));
             };
             let b = &g.entry().bdev;
-            sizes.push(b.geometry().num_blocks);
+            sizes.push(match &self.persist {
+                Some(p) => p.member_data_blocks(b.geometry())?,
+                None => b.geometry().num_blocks,
+            });
             for t in IoType::ALL {
                 supported[t as usize] &= b.io_type_supported(t);
             }
         }
         supported[IoType::Read as usize] = true;
         supported[IoType::Write as usize] = true;
+        if self.level.parity_members() > 0 {
+            // These would have to keep parity consistent; not offered (yet) on raid5/6.
+            for t in [IoType::Unmap, IoType::WriteZeroes, IoType::Compare] {
+                supported[t as usize] = false;
+            }
+        }
         let strip_bytes = self.strip_kb as u64 * 1024;
         // raid1 has no strips; concat uses one (if given) only to round members down.
         let strip = if strip_bytes == 0 || self.level == RaidLevel::Raid1 {
@@ -679,15 +754,27 @@ impl RaidShared {
                 self.level.name()
             )));
         }
-        let layout = Arc::new(Layout::new(self.level, strip, &sizes, bs)?);
+        let mut layout = Layout::new(self.level, strip, &sizes, bs)?;
+        layout.data_offset = self.persist.as_ref().map_or(0, |p| p.data_offset_blocks(bs));
+        let layout = Arc::new(layout);
         let mut geometry = Geometry::new(bs, layout.num_blocks);
         if self.level.needs_strip() {
             // The generic channel then splits every read/write on strip boundaries for us.
             geometry.optimal_io_boundary = u32::try_from(strip)
                 .map_err(|_| BdevError::Invalid("strip size is too large".into()))?;
         }
-        for s in self.states.iter() {
-            s.store(ONLINE, Ordering::Release);
+        if let Some(st) = &layout.stripes {
+            // Parity levels split on whole stripes instead (SPDK's raid5f does too): each
+            // I/O then lies in one stripe, and a full-stripe write arrives whole, so it can
+            // compute parity without reading anything.
+            let stripe = u32::try_from(st.layout.stripe_data_blocks())
+                .map_err(|_| BdevError::Invalid("stripe size is too large".into()))?;
+            geometry.optimal_io_boundary = stripe;
+            geometry.max_transfer_blocks = stripe;
+        }
+        for (s, slot) in self.states.iter().zip(&ctl.slots) {
+            let state = if slot.claim.is_some() { ONLINE } else { MISSING };
+            s.store(state, Ordering::Release);
         }
         let bdev = Arc::new(RaidBdev {
             shared: self.clone(),
@@ -747,6 +834,8 @@ impl RaidShared {
 
     /// The registered bdev is being destroyed: release the members.
     fn teardown(&self) {
+        // Members are still claimed: record the clean shutdown in their superblocks.
+        crate::persist::on_teardown(self);
         self.deleted.store(true, Ordering::Release);
         let claims: Vec<_> = self
             .ctl()
@@ -803,7 +892,7 @@ impl RaidShared {
     }
 
     /// Marks member `m` faulty after an I/O error; the array carries on without it.
-    fn mark_faulty(&self, m: usize, status: IoStatus) {
+    pub(crate) fn mark_faulty(&self, m: usize, status: IoStatus) {
         let swapped = [ONLINE, REBUILDING].iter().any(|&from| {
             self.states[m]
                 .compare_exchange(from, FAILED, Ordering::AcqRel, Ordering::Acquire)
@@ -814,6 +903,7 @@ impl RaidShared {
                 "raid {}: member slot {m} failed ({status:?}); running degraded",
                 self.name
             );
+            crate::persist::changed(self);
         }
     }
 
@@ -823,7 +913,7 @@ impl RaidShared {
             let mut ctl = self.ctl();
             let base = ctl.slots[slot].name.clone().unwrap_or_default();
             if let Some(layout) = self.layout.get() {
-                if !self.level.is_mirror() {
+                if !self.level.is_redundant() {
                     return Err(BdevError::Invalid(format!(
                         "{} has no redundancy: removing {base} from raid {} would lose data",
                         self.level.name(),
@@ -879,6 +969,16 @@ impl RaidShared {
                 .layout
                 .get()
                 .ok_or_else(|| BdevError::Invalid(format!("raid {} is not online", self.name)))?;
+            if self.level.parity_members() > 0 {
+                // The rebuild copies from a mirror copy; recomputing a lost strip per stripe
+                // is not written yet.
+                return Err(BdevError::Invalid(format!(
+                    "rebuild of a {} member is not supported yet: raid {} keeps running \
+                     degraded (recreate the array to restore redundancy)",
+                    self.level.name(),
+                    self.name
+                )));
+            }
             if !self.level.is_mirror() {
                 return Err(BdevError::Invalid(format!(
                     "{} raid {} has no missing member to replace",
@@ -898,10 +998,11 @@ impl RaidShared {
             let guard = registry::claim(base, "raid")?;
             let b = guard.entry().bdev.clone();
             let g = b.geometry();
-            if g.block_size != layout.block_size || g.num_blocks < layout.data_blocks[slot] {
+            if g.block_size != layout.block_size || g.num_blocks < layout.data_offset + layout.data_blocks[slot] {
                 return Err(BdevError::Invalid(format!(
                     "{base} must have {}-byte blocks and at least {} of them",
-                    layout.block_size, layout.data_blocks[slot]
+                    layout.block_size,
+                    layout.data_offset + layout.data_blocks[slot]
                 )));
             }
             let raid = registry::lookup(&self.name)?;
@@ -974,7 +1075,7 @@ impl RaidShared {
                     "name": s.name,
                     "uuid": s.claim.as_ref().map(|g| g.entry().bdev.uuid().to_string()),
                     "is_configured": configured,
-                    "data_offset": 0,
+                    "data_offset": layout.map_or(0, |l| l.data_offset),
                     "data_size": data_size,
                 })
             })
@@ -985,7 +1086,7 @@ impl RaidShared {
             "strip_size_kb": strip_kb,
             "state": self.raid_state().name(),
             "raid_level": self.level.name(),
-            "superblock": false,
+            "superblock": self.persist.is_some(),
             "num_base_bdevs": self.n,
             "num_base_bdevs_discovered": discovered,
             "num_base_bdevs_operational": operational,
@@ -1017,7 +1118,7 @@ impl RaidShared {
             "strip_size_kb": strip_kb,
             "base_bdevs": ctl.slots.iter().map(|s| s.config_name.clone()).collect::<Vec<_>>(),
             "uuid": self.uuid,
-            "superblock": false,
+            "superblock": self.persist.is_some(),
         })
     }
 }
@@ -1076,6 +1177,14 @@ impl Bdev for RaidBdev {
             free_fanouts: RefCell::new(Vec::new()),
             free_ios: RefCell::new(Vec::new()),
             gate: gate.clone(),
+            stripes: self.layout.stripes.as_ref().map(|sh| {
+                crate::stripe::StripeChan::new(
+                    self.shared.clone(),
+                    sh.clone(),
+                    self.layout.block_size,
+                    self.layout.data_offset,
+                )
+            }),
         });
         st.reload_members()?;
         self.shared
@@ -1091,6 +1200,11 @@ impl Bdev for RaidBdev {
         Ok(Box::new(RaidChannel(st)))
     }
     fn config_call(&self) -> Option<ConfigCall> {
+        if self.shared.persist.is_some() {
+            // As in SPDK, the superblocks describe the array and examine reassembles it;
+            // replaying a create would write fresh superblocks over them.
+            return None;
+        }
         Some(ConfigCall {
             method: "bdev_raid_create",
             params: self.shared.config_params(),
@@ -1166,6 +1280,8 @@ struct ChanState {
     #[allow(clippy::vec_box)]
     free_ios: RefCell<Vec<Box<BdevIo>>>,
     gate: Arc<WriteGate>,
+    /// raid5/raid6: the stripe engine that serves reads and writes.
+    stripes: Option<Rc<crate::stripe::StripeChan>>,
 }
 
 /// Child descriptors kept per channel for reuse.
@@ -1194,6 +1310,9 @@ impl ChanState {
                 None => None,
             });
         }
+        if let Some(st) = &self.stripes {
+            st.set_members(chans.clone());
+        }
         *self.members.borrow_mut() = chans;
         Ok(())
     }
@@ -1203,6 +1322,14 @@ impl ChanState {
     }
 
     fn submit_io(&self, io: Box<BdevIo>) {
+        if let Some(st) = &self.stripes {
+            return match io.io_type {
+                IoType::Read | IoType::Write => st.submit(io),
+                // Every member, tolerating those out of service as a mirror does.
+                IoType::Flush | IoType::Reset => self.fan_out(io, true, None, Plan::All),
+                _ => complete_later(io, IoStatus::Failed(libc::ENOTSUP)),
+            };
+        }
         if self.layout.level.is_mirror() {
             self.mirrored(io)
         } else {
@@ -1220,7 +1347,7 @@ impl ChanState {
                     return complete_later(io, IoStatus::Failed(libc::ENODEV));
                 };
                 let orig = io.offset_blocks;
-                io.offset_blocks = moff;
+                io.offset_blocks = moff + self.layout.data_offset;
                 ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
             }
             IoType::Unmap | IoType::WriteZeroes => self.fan_out(io, false, None, Plan::Extents),
@@ -1264,7 +1391,7 @@ impl ChanState {
             return complete_later(io, IoStatus::Failed(libc::EIO));
         };
         self.outstanding[m].set(self.outstanding[m].get() + len);
-        io.offset_blocks = moff;
+        io.offset_blocks = moff + self.layout.data_offset;
         io.status = IoStatus::Pending;
         ch.submit(io, self.rc(), tag(KIND_MIRROR_READ, m, off));
     }
@@ -1372,6 +1499,7 @@ impl ChanState {
     /// parent's buffer starting `boff` blocks in.
     fn send_child(&self, slot: usize, m: usize, t: IoType, moff: u64, mlen: u64, boff: u64) {
         let Some(ch) = self.member(m) else { return };
+        let moff = moff + self.layout.data_offset;
         let recycled = self.free_ios.borrow_mut().pop();
         let mut child = match recycled {
             Some(mut c) => {
@@ -1642,7 +1770,7 @@ impl Rebuild {
         let Some(ch) = self.chans[m].clone() else {
             return self.stop(false, "member channel missing");
         };
-        io.reset(t, off, len);
+        io.reset(t, off + self.layout.data_offset, len);
         if let IoBuf::Dma(d) = &mut io.buf {
             d.set_len((len * self.layout.block_size as u64) as usize);
         }
@@ -1674,6 +1802,7 @@ fn finish(sh: &RaidShared, target: usize, ok: bool) {
         tracing::info!("raid {}: rebuild of slot {target} complete", sh.name);
     }
     sh.rebuild_target.store(NO_REBUILD, Ordering::Release);
+    crate::persist::changed(sh);
 }
 
 impl IoDone for Rebuild {
@@ -1704,6 +1833,60 @@ impl IoDone for Rebuild {
                 self.stop(false, "write to the target failed");
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Superblock hooks: what `crate::persist` may see of an array.
+// ---------------------------------------------------------------------------------------------
+
+impl RaidShared {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn uuid_str(&self) -> &str {
+        &self.uuid
+    }
+
+    pub(crate) fn persist(&self) -> Option<&Arc<crate::persist::ArrayPersist>> {
+        self.persist.as_ref()
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// The array as its superblocks describe it; None until assembled.
+    pub(crate) fn snapshot(&self) -> Option<crate::persist::Snapshot> {
+        use crate::superblock::MemberState;
+        let layout = self.layout.get()?;
+        let rebuild = self.rebuild_target.load(Ordering::Acquire);
+        let members = self
+            .member_entries()
+            .into_iter()
+            .enumerate()
+            .map(|(m, entry)| {
+                let state = match self.state(m) {
+                    ONLINE => MemberState::Active,
+                    FAILED => MemberState::Faulty,
+                    REBUILDING => MemberState::Rebuilding,
+                    _ => MemberState::Missing,
+                };
+                (entry, state)
+            })
+            .collect();
+        Some(crate::persist::Snapshot {
+            name: self.name.clone(),
+            level: self.level,
+            strip_kb: self.strip_kb,
+            block_size: layout.block_size,
+            data_offset: layout.data_offset,
+            data_blocks: layout.data_blocks.clone(),
+            array_blocks: layout.num_blocks,
+            members,
+            rebuild_target: (rebuild != NO_REBUILD).then_some(rebuild),
+        })
     }
 }
 
@@ -1777,6 +1960,8 @@ mod tests {
         assert_eq!(r0.num_blocks, 8 * 8 * 2);
         assert!(Layout::new(RaidLevel::Raid0, 128, &[100], 512).is_err());
         assert_eq!(RaidLevel::parse("RAID10").unwrap(), RaidLevel::Raid10);
-        assert!(RaidLevel::parse("raid6").is_err());
+        assert_eq!(RaidLevel::parse("raid6").unwrap(), RaidLevel::Raid6);
+        assert_eq!(RaidLevel::parse("raid5f").unwrap(), RaidLevel::Raid5);
+        assert!(RaidLevel::parse("raid7").is_err());
     }
 }

@@ -11,4 +11,6 @@ pub mod parity;
 pub mod superblock;
 
 pub mod bdev;
+pub mod persist;
 pub mod rpc;
+pub mod stripe;

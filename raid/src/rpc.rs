@@ -5,9 +5,12 @@
 //! errno the JSON-RPC layer reports as `-errno`. Validation of the parameters happens here;
 //! the arrays themselves live in [`crate::bdev`].
 //!
-//! Not yet supported, with clear errors: raid5/raid6 levels, on-disk superblocks.
+//! `superblock: true` puts an on-disk superblock on every member ([`crate::persist`]).
+//! Not yet supported, with a clear error: rebuilding a raid5/raid6 member
+//! (`bdev_raid_add_base_bdev` on an online parity array).
 
 use crate::bdev::{self, ArraySpec, RaidLevel, MAX_MEMBERS};
+use crate::persist;
 use oxstor_bdev::null::resolve_uuid;
 use oxstor_bdev::BdevError;
 use serde::{Deserialize, Serialize};
@@ -18,9 +21,10 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct BdevRaidCreateParams {
     pub name: String,
-    /// "raid0"/"0", "raid1"/"1", "raid10"/"10" or "concat".
+    /// "raid0"/"0", "raid1"/"1", "raid10"/"10", "raid5"/"5"/"raid5f", "raid6"/"6" or
+    /// "concat".
     pub raid_level: String,
-    /// Required for raid0 and raid10: a power of two, at least one block.
+    /// Required for raid0, raid10, raid5 and raid6: a power of two, at least one block.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_size_kb: Option<u32>,
     /// SPDK's deprecated spelling of `strip_size_kb` (also in KiB).
@@ -73,9 +77,6 @@ pub fn create(p: BdevRaidCreateParams) -> Result<String, BdevError> {
         return invalid("name must not be empty".into());
     }
     let level = RaidLevel::parse(&p.raid_level)?;
-    if p.superblock == Some(true) {
-        return invalid("superblock not yet supported: create the raid without it".into());
-    }
     let strip_kb = match (p.strip_size_kb, p.strip_size) {
         (Some(a), Some(b)) if a != b => {
             return invalid(format!(
@@ -108,19 +109,36 @@ pub fn create(p: BdevRaidCreateParams) -> Result<String, BdevError> {
         }
     }
     let uuid = resolve_uuid(&p.uuid)?;
+    let persist = match p.superblock {
+        Some(true) => Some(persist::for_create(&p.name, &uuid, n)?),
+        _ => None,
+    };
     let name = bdev::create_array(ArraySpec {
         name: p.name,
         uuid,
         level,
         strip_kb,
         base_bdevs: p.base_bdevs,
+        persist,
     })?;
     bdev::examine();
+    // A superblock array that assembled now gets its superblocks before we answer.
+    if let Ok(raid) = bdev::find(&name) {
+        if let Err(e) = persist::sync(&raid) {
+            let _ = bdev::delete_array(&name);
+            return Err(BdevError::Invalid(format!(
+                "cannot write the superblock: {e}"
+            )));
+        }
+    }
     Ok(name)
 }
 
 /// `bdev_raid_delete`: removes the array and releases its members.
 pub fn delete(p: BdevRaidDeleteParams) -> Result<(), BdevError> {
+    if p.clear_sb == Some(true) {
+        persist::clear(&*bdev::find(&p.name)?);
+    }
     bdev::delete_array(&p.name)
 }
 
@@ -138,21 +156,35 @@ pub fn get_bdevs(p: BdevRaidGetBdevsParams) -> Result<Value, BdevError> {
     let arrays = bdev::list()
         .iter()
         .filter(|r| want.is_none_or(|c| r.raid_state().name() == c))
-        .map(|r| r.info())
+        .map(|r| {
+            let mut v = r.info();
+            if let Some(p) = r.persist() {
+                v["superblock_events"] = p.events().into();
+                v["stale_base_bdevs"] = p
+                    .stale_members()
+                    .into_iter()
+                    .map(|(name, reason)| serde_json::json!({"name": name, "reason": reason}))
+                    .collect();
+            }
+            v
+        })
         .collect();
     Ok(Value::Array(arrays))
 }
 
-/// `bdev_raid_remove_base_bdev`: takes a member out of its array. A mirror carries on
-/// degraded; refused where it would lose data (raid0, concat, the last copy of a mirror).
+/// `bdev_raid_remove_base_bdev`: takes a member out of its array. A mirror, raid5 (one
+/// member) or raid6 (two) carries on degraded; refused where it would lose data (raid0, concat, the last copy of a mirror).
 pub fn remove_base_bdev(p: BdevRaidRemoveBaseBdevParams) -> Result<(), BdevError> {
     let (raid, slot) = bdev::find_member(&p.name)?;
-    raid.remove_member(slot)
+    raid.remove_member(slot)?;
+    let _ = persist::sync(&raid);
+    Ok(())
 }
 
 /// `bdev_raid_add_base_bdev`: fills a free slot. On a configuring array that may complete
 /// it; on a degraded raid1/raid10 the new member is rebuilt (a full copy) in the background,
-/// with progress under `process` in `bdev_raid_get_bdevs`.
+/// with progress under `process` in `bdev_raid_get_bdevs`. Online raid5/raid6 arrays refuse
+/// (rebuilding a parity member is not written yet).
 pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
     let raid = bdev::find(&p.raid_bdev)?;
     if let Ok((other, _)) = bdev::find_member(&p.base_bdev) {
@@ -163,11 +195,20 @@ pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
             ));
         }
     }
-    raid.add_member(&p.base_bdev)
+    raid.add_member(&p.base_bdev)?;
+    let _ = persist::sync(&raid);
+    Ok(())
 }
 
 /// Claims members of configuring arrays that exist by now (SPDK's examine). Runs by itself
 /// every 100 ms on the first reactor; callers may run it right after creating bdevs.
 pub fn examine() {
     bdev::examine();
+}
+
+/// Assembles arrays from the superblocks of bdevs created since the last call (see
+/// [`persist::examine_all`]). Call on the control thread after every bdev-creating RPC and
+/// after loading a configuration.
+pub fn examine_all() {
+    persist::examine_all();
 }

@@ -27,8 +27,19 @@ pub type Handler = fn(&Context, Option<Value>) -> RpcResult;
 
 /// Runs `method` with `params`: the single entry point for the server and config replay.
 pub fn call(ctx: &Context, method: &str, params: Option<Value>) -> RpcResult {
-    match find(method) {
+    let result = match find(method) {
         Some(m) => (m.handler)(ctx, params),
         None => Err(RpcError::method_not_found(method)),
+    };
+    // A new bdev may carry a RAID superblock: let arrays assemble themselves from their
+    // members, as md does when a disk appears (SPDK's examine). Config replay comes here too.
+    if result.is_ok() && creates_bdevs(method) {
+        oxstor_raid::rpc::examine_all();
     }
+    result
+}
+
+fn creates_bdevs(method: &str) -> bool {
+    method.starts_with("bdev_") && method.ends_with("_create")
+        || method == "bdev_nvme_attach_controller"
 }

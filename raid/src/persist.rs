@@ -1,0 +1,715 @@
+//! On-disk superblocks for RAID bdevs: writing them as the array changes, and assembling
+//! arrays from them when their members appear (SPDK's `superblock: true`, md's v1.2 metadata).
+//!
+//! An array created with a superblock keeps array data at [`DEFAULT_DATA_OFFSET_BYTES`] on
+//! every member; the first 4 KiB of each member hold its [`Superblock`]. The superblocks are
+//! rewritten, with `events` bumped, whenever the array's state changes (assembled, member
+//! faulty, removed, added, rebuilt) and once more, marked clean, when the array is deleted or
+//! the target shuts down. Writes are blocking I/O on the first reactor, so they run on the
+//! control thread, or on a short-lived helper thread when the change happens on a reactor.
+//!
+//! [`examine_all`] reads the first 4 KiB of every bdev it has not looked at yet, keeps the
+//! superblocks that parse, and assembles each array whose members suffice
+//! ([`crate::superblock::assemble`]). Members that missed updates are left out (and listed
+//! under `stale_base_bdevs` in `bdev_raid_get_bdevs`); refusals are logged with their reason
+//! and can be queried with [`refusal`].
+//!
+//! Not done yet: the write-intent bitmap is neither kept nor written, so a member that comes
+//! back is rebuilt in full; slots that are missing at assembly stay missing (add a member with
+//! `bdev_raid_add_base_bdev`); raid5/raid6 superblocks are refused until those levels exist.
+
+use crate::bdev::{self, ArraySpec, RaidLevel, RaidShared};
+use crate::superblock::{
+    assemble, group_by_array, MemberClass, MemberEntry, MemberState, Superblock,
+    DEFAULT_DATA_OFFSET_BYTES, NAME_LEN, OFFSET_DONE, SUPERBLOCK_LEN,
+};
+use oxstor_bdev::registry::{self, BdevEntry};
+use oxstor_bdev::{BdevError, BdevIo, Geometry, IoBuf, IoDone, IoType};
+use oxstor_reactor::runtime::Reply;
+use oxstor_reactor::DmaBuf;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Most slots a superblock array may have (the member table and the layout's limit).
+pub const MAX_SUPERBLOCK_MEMBERS: usize = crate::layout::MAX_MEMBERS;
+
+/// How long a superblock read or write may take before we give up on it.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Superblock state of one array, shared by the array and the control path.
+pub struct ArrayPersist {
+    /// Start of array data on each member, in bytes.
+    data_offset_bytes: u64,
+    /// Data area per member from the superblocks (assembly); None: what the members hold.
+    member_cap: Option<u64>,
+    /// Assembled degraded: the size of the slots that have no member.
+    missing_blocks: Option<u64>,
+    meta: Mutex<Meta>,
+}
+
+struct Meta {
+    array_uuid: [u8; 16],
+    events: u64,
+    /// Per slot: the member uuid written to the superblocks and the registry entry it
+    /// belongs to (a new bdev in the slot gets a new uuid).
+    member_uuids: Vec<Option<([u8; 16], u64)>>,
+    /// Members found at assembly but not trusted, with the reason.
+    stale: Vec<(String, String)>,
+    /// Clean superblocks written (or cleared): nothing more may be written.
+    closed: bool,
+}
+
+impl ArrayPersist {
+    fn new(array_uuid: [u8; 16], events: u64) -> ArrayPersist {
+        ArrayPersist {
+            data_offset_bytes: DEFAULT_DATA_OFFSET_BYTES,
+            member_cap: None,
+            missing_blocks: None,
+            meta: Mutex::new(Meta {
+                array_uuid,
+                events,
+                member_uuids: Vec::new(),
+                stale: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks of data area a member of geometry `g` offers.
+    pub(crate) fn member_data_blocks(&self, g: Geometry) -> Result<u64, BdevError> {
+        let offset = self.data_offset_blocks(g.block_size);
+        let blocks = g
+            .num_blocks
+            .checked_sub(offset)
+            .filter(|&b| b > 0)
+            .ok_or_else(|| {
+                BdevError::Invalid(format!(
+                    "a member of {} blocks has no room after the {}-byte superblock area",
+                    g.num_blocks, self.data_offset_bytes
+                ))
+            })?;
+        Ok(self.member_cap.map_or(blocks, |cap| blocks.min(cap)))
+    }
+
+    pub(crate) fn data_offset_blocks(&self, block_size: u32) -> u64 {
+        self.data_offset_bytes / u64::from(block_size.max(1))
+    }
+
+    pub(crate) fn missing_member_blocks(&self) -> Option<u64> {
+        self.missing_blocks
+    }
+
+    /// The events count last written.
+    pub fn events(&self) -> u64 {
+        self.meta().events
+    }
+
+    /// Members left out at assembly: (bdev name, reason).
+    pub fn stale_members(&self) -> Vec<(String, String)> {
+        self.meta().stale.clone()
+    }
+}
+
+/// What the array looks like now, for writing superblocks (see `RaidShared::snapshot`).
+pub(crate) struct Snapshot {
+    pub name: String,
+    pub level: RaidLevel,
+    pub strip_kb: u32,
+    pub block_size: u32,
+    pub data_offset: u64,
+    pub data_blocks: Vec<u64>,
+    pub array_blocks: u64,
+    pub members: Vec<(Option<Arc<BdevEntry>>, MemberState)>,
+    pub rebuild_target: Option<usize>,
+}
+
+/// For `bdev_raid_create` with `superblock: true`: checks what a superblock can describe and
+/// returns the state to hand to the new array.
+pub(crate) fn for_create(
+    name: &str,
+    uuid: &str,
+    members: usize,
+) -> Result<Arc<ArrayPersist>, BdevError> {
+    if name.len() > NAME_LEN {
+        return Err(BdevError::Invalid(format!(
+            "a superblock array name is at most {NAME_LEN} bytes"
+        )));
+    }
+    if members > MAX_SUPERBLOCK_MEMBERS {
+        return Err(BdevError::Invalid(format!(
+            "a superblock array has at most {MAX_SUPERBLOCK_MEMBERS} members"
+        )));
+    }
+    let array_uuid = uuid_bytes(uuid)
+        .ok_or_else(|| BdevError::Invalid(format!("uuid {uuid} is not a valid UUID")))?;
+    Ok(Arc::new(ArrayPersist::new(array_uuid, 0)))
+}
+
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn uuid_string(b: &[u8; 16]) -> String {
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
+}
+
+fn new_member_uuid() -> [u8; 16] {
+    uuid_bytes(&oxstor_bdev::new_uuid()).unwrap_or([0x5a; 16])
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocking member I/O (control path only).
+// ---------------------------------------------------------------------------------------
+
+type IoAnswer = Result<Vec<u8>, String>;
+
+struct Waiter(RefCell<Option<Reply<IoAnswer>>>);
+
+impl IoDone for Waiter {
+    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
+        if let Some(reply) = self.0.borrow_mut().take() {
+            reply.send(if io.status.is_success() {
+                Ok(io.buf.as_slice().to_vec())
+            } else {
+                Err(format!("{:?}", io.status))
+            });
+        }
+    }
+}
+
+/// Reads (data None) or writes `blocks` blocks at `offset` of `entry` on the first reactor
+/// and waits. Refuses on a reactor thread, where waiting would stall (or deadlock) it.
+fn blocking_io(
+    entry: &Arc<BdevEntry>,
+    offset: u64,
+    blocks: u64,
+    data: Option<Vec<u8>>,
+) -> IoAnswer {
+    if oxstor_reactor::is_reactor_thread() {
+        return Err("superblock I/O cannot wait on a reactor thread".into());
+    }
+    let rt = registry::runtime().ok_or("no runtime")?;
+    let entry = entry.clone();
+    let rx = rt.call_on(0, move |reply: Reply<IoAnswer>| {
+        let bs = entry.bdev.geometry().block_size as usize;
+        let len = blocks as usize * bs;
+        let Some(mut buf) = DmaBuf::zeroed(len) else {
+            return reply.send(Err("no DMA buffer".into()));
+        };
+        let io_type = match data {
+            Some(d) => {
+                let n = d.len().min(len);
+                buf.as_mut_slice()[..n].copy_from_slice(&d[..n]);
+                IoType::Write
+            }
+            None => IoType::Read,
+        };
+        match entry.channel() {
+            Ok(ch) => ch.submit(
+                BdevIo::new(io_type, offset, blocks, IoBuf::Dma(buf)),
+                Rc::new(Waiter(RefCell::new(Some(reply)))),
+                0,
+            ),
+            Err(e) => reply.send(Err(e.to_string())),
+        }
+    });
+    rx.recv_timeout(IO_TIMEOUT)
+        .map_err(|_| "superblock I/O timed out".to_string())?
+}
+
+/// Blocks covering the superblock on a bdev of `block_size`.
+fn sb_blocks(block_size: u32) -> u64 {
+    (SUPERBLOCK_LEN as u64).div_ceil(u64::from(block_size.max(1)))
+}
+
+fn write_sb(entry: &Arc<BdevEntry>, bytes: &[u8; SUPERBLOCK_LEN]) -> Result<(), String> {
+    let blocks = sb_blocks(entry.bdev.geometry().block_size);
+    blocking_io(entry, 0, blocks, Some(bytes.to_vec())).map(|_| ())
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing superblocks.
+// ---------------------------------------------------------------------------------------
+
+/// Rewrites every in-service member's superblock with `events` bumped (dirty: the array
+/// runs). Call on the control thread after a state change; errors are per member and logged.
+pub(crate) fn sync(shared: &RaidShared) -> Result<(), String> {
+    write_all(shared, false)
+}
+
+fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
+    let Some(p) = shared.persist() else {
+        return Ok(());
+    };
+    // Holding the lock across the writes keeps concurrent updates in events order.
+    let mut meta = p.meta();
+    if meta.closed || shared.is_deleted() {
+        return Ok(());
+    }
+    let Some(snap) = shared.snapshot() else {
+        return Ok(()); // not assembled yet: no geometry to describe
+    };
+    meta.member_uuids.resize(snap.members.len(), None);
+    for (slot, (entry, _)) in snap.members.iter().enumerate() {
+        if let Some(e) = entry {
+            let known = meta.member_uuids[slot].is_some_and(|(_, id)| id == e.id());
+            if !known {
+                meta.member_uuids[slot] = Some((new_member_uuid(), e.id()));
+            }
+        }
+        if meta.member_uuids[slot].is_none() {
+            // A slot that never had a member still needs a distinct uuid in the table.
+            meta.member_uuids[slot] = Some((new_member_uuid(), 0));
+        }
+    }
+    meta.events += 1;
+    // By name, so every level the bdev gains maps without a table to keep in step here.
+    let level: crate::layout::RaidLevel = snap
+        .level
+        .name()
+        .parse()
+        .map_err(|_| "level has no superblock encoding")?;
+    let strip_blocks = match u64::from(snap.strip_kb) * 1024 / u64::from(snap.block_size) {
+        0 => 1,
+        s => s,
+    };
+    let base = Superblock {
+        array_uuid: meta.array_uuid,
+        name: snap.name.clone(),
+        level,
+        strip_blocks: u32::try_from(strip_blocks).map_err(|_| "strip too large")?,
+        block_size: snap.block_size,
+        member_count: snap.members.len() as u32,
+        array_blocks: snap.array_blocks,
+        events: meta.events,
+        resync_offset: OFFSET_DONE,
+        recovery_offset: OFFSET_DONE,
+        members: snap
+            .members
+            .iter()
+            .enumerate()
+            .map(|(slot, (_, state))| MemberEntry {
+                slot: Some(slot as u32),
+                state: *state,
+                uuid: meta.member_uuids[slot].map_or([0; 16], |(u, _)| u),
+                data_offset_blocks: snap.data_offset,
+                data_size_blocks: snap.data_blocks[slot],
+            })
+            .collect(),
+        own_entry: 0,
+        bitmap: None,
+        clean,
+        update_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let mut first_error = None;
+    for (slot, (entry, state)) in snap.members.iter().enumerate() {
+        let Some(entry) = entry else { continue };
+        if !matches!(state, MemberState::Active | MemberState::Rebuilding) {
+            continue; // a failed member is not written to (it may not even answer)
+        }
+        let mut sb = base.clone();
+        sb.own_entry = slot as u32;
+        if snap.rebuild_target == Some(slot) {
+            // Its data is not current yet: after a restart it must be rebuilt again.
+            sb.recovery_offset = 0;
+        }
+        let mut bytes = [0u8; SUPERBLOCK_LEN];
+        let result = sb
+            .encode(&mut bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|()| write_sb(entry, &bytes));
+        if let Err(e) = result {
+            tracing::error!(
+                "raid {}: cannot write the superblock of {}: {e}",
+                snap.name,
+                entry.name()
+            );
+            first_error.get_or_insert(format!("{}: {e}", entry.name()));
+        }
+    }
+    if clean {
+        meta.closed = true;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The array's state changed (maybe on a reactor): rewrite its superblocks. On a reactor
+/// the blocking writes move to a helper thread.
+pub(crate) fn changed(shared: &RaidShared) {
+    if shared.persist().is_none() {
+        return;
+    }
+    let id = shared.id();
+    let job = move || {
+        if let Some(r) = bdev::list().into_iter().find(|r| r.id() == id) {
+            let _ = sync(&r);
+        }
+    };
+    // Always on a helper thread: on a reactor we must not wait for I/O, and elsewhere the
+    // caller may hold array locks. A thread costs little for an event this rare.
+    let _ = std::thread::Builder::new()
+        .name("raid-superblock".into())
+        .spawn(job);
+}
+
+/// The array is being destroyed (delete or shutdown): mark the superblocks clean.
+pub(crate) fn on_teardown(shared: &RaidShared) {
+    if let Err(e) = write_all(shared, true) {
+        tracing::warn!(
+            "raid {}: superblocks not all marked clean: {e}",
+            shared.name()
+        );
+    }
+}
+
+/// `bdev_raid_delete` with `clear_sb`: zeroes the members' superblocks first, so the array
+/// is never assembled again.
+pub(crate) fn clear(shared: &RaidShared) {
+    let Some(p) = shared.persist() else { return };
+    let mut meta = p.meta();
+    meta.closed = true;
+    if let Some(snap) = shared.snapshot() {
+        for entry in snap.members.into_iter().filter_map(|(e, _)| e) {
+            if let Err(e) = write_sb(&entry, &[0u8; SUPERBLOCK_LEN]) {
+                tracing::warn!("raid {}: cannot clear {}: {e}", snap.name, entry.name());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Examine and assembly.
+// ---------------------------------------------------------------------------------------
+
+struct Examined {
+    /// Registry entries already read (examine once per registration, as SPDK does).
+    seen: HashMap<u64, ()>,
+    /// Parsed superblocks of unclaimed bdevs: (entry id, name, superblock).
+    candidates: Vec<(u64, String, Superblock)>,
+    /// Why a bdev was not used, by name.
+    refusals: HashMap<String, String>,
+}
+
+static EXAMINED: Mutex<Option<Examined>> = Mutex::new(None);
+
+fn refuse(ex: &mut Examined, name: &str, reason: String, quiet: bool) {
+    if quiet {
+        tracing::debug!("examine {name}: {reason}");
+    } else {
+        tracing::warn!("examine {name}: not assembled: {reason}");
+    }
+    ex.refusals.insert(name.to_string(), reason);
+}
+
+/// Why examine did not use bdev `name` (no superblock, bad crc, stale member, ...).
+pub fn refusal(name: &str) -> Option<String> {
+    EXAMINED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|ex| ex.refusals.get(name).cloned())
+}
+
+/// Reads one bdev's superblock. Err is the reason it has none we can use.
+pub fn read_superblock(name: &str) -> Result<Superblock, String> {
+    let entry = registry::lookup(name).map_err(|e| e.to_string())?;
+    read_entry(&entry)
+}
+
+fn read_entry(entry: &Arc<BdevEntry>) -> Result<Superblock, String> {
+    let g = entry.bdev.geometry();
+    let blocks = sb_blocks(g.block_size);
+    if g.num_blocks < blocks {
+        return Err("smaller than a superblock".into());
+    }
+    let bytes = blocking_io(entry, 0, blocks, None)?;
+    Superblock::parse(&bytes).map_err(|e| e.to_string())
+}
+
+/// SPDK's examine for superblocks: reads every bdev registered since the last call that no
+/// module has claimed, and assembles the arrays whose members suffice. Call it on the
+/// control thread after each bdev-creating RPC and after loading a config.
+pub fn examine_all() {
+    if oxstor_reactor::is_reactor_thread() {
+        tracing::error!("raid examine_all called on a reactor thread; skipped");
+        return;
+    }
+    let mut guard = EXAMINED.lock().unwrap_or_else(|p| p.into_inner());
+    let ex = guard.get_or_insert_with(|| Examined {
+        seen: HashMap::new(),
+        candidates: Vec::new(),
+        refusals: HashMap::new(),
+    });
+    let live = registry::list();
+    for entry in &live {
+        if ex.seen.insert(entry.id(), ()).is_some() {
+            continue;
+        }
+        let name = entry.name().to_string();
+        // Our own arrays, claimed bdevs and members a configuring array waits for are not
+        // ours to examine.
+        if entry.bdev.module() == "raid"
+            || entry.claimed_by().is_some()
+            || bdev::find_member(&name).is_ok()
+        {
+            continue;
+        }
+        match read_entry(entry) {
+            Ok(sb) => {
+                if sb.block_size != entry.bdev.geometry().block_size {
+                    let reason = format!(
+                        "superblock says {}-byte blocks, the bdev has {}",
+                        sb.block_size,
+                        entry.bdev.geometry().block_size
+                    );
+                    refuse(ex, &name, reason, false);
+                    continue;
+                }
+                tracing::info!(
+                    "examine {name}: member of raid {} (events {})",
+                    sb.name,
+                    sb.events
+                );
+                ex.candidates.push((entry.id(), name, sb));
+            }
+            Err(reason) => {
+                let quiet = reason.starts_with("no oxstor RAID superblock");
+                refuse(ex, &name, reason, quiet);
+            }
+        }
+    }
+    // Forget candidates that went away or were claimed by something else meanwhile.
+    ex.candidates.retain(|(id, _, _)| {
+        live.iter()
+            .any(|e| e.id() == *id && e.claimed_by().is_none())
+    });
+    let sbs: Vec<Superblock> = ex.candidates.iter().map(|(_, _, sb)| sb.clone()).collect();
+    let mut used = Vec::new();
+    for (uuid, indices) in group_by_array(&sbs) {
+        let group: Vec<(u64, String, Superblock)> =
+            indices.iter().map(|&i| ex.candidates[i].clone()).collect();
+        if let Some(done) = assemble_group(ex, uuid, &group) {
+            used.extend(done);
+        }
+    }
+    ex.candidates.retain(|(id, _, _)| !used.contains(id));
+}
+
+/// Tries to start the array `uuid` from `group`; returns the entry ids it consumed.
+fn assemble_group(
+    ex: &mut Examined,
+    uuid: [u8; 16],
+    group: &[(u64, String, Superblock)],
+) -> Option<Vec<u64>> {
+    let sbs: Vec<Superblock> = group.iter().map(|(_, _, sb)| sb.clone()).collect();
+    let uuid_text = uuid_string(&uuid);
+    if let Some(running) = bdev::list().into_iter().find(|r| r.uuid_str() == uuid_text) {
+        for (_, name, _) in group {
+            let reason = format!(
+                "raid {} (uuid {uuid_text}) is already running without it: a stale member",
+                running.name()
+            );
+            refuse(ex, name, reason, false);
+        }
+        return Some(group.iter().map(|(id, _, _)| *id).collect());
+    }
+    let assembly = match assemble(&sbs, Some(uuid)) {
+        Ok(a) => a,
+        Err(e) => {
+            for (_, name, _) in group {
+                refuse(ex, name, e.to_string(), false);
+            }
+            return None;
+        }
+    };
+    let truth = &sbs[assembly.authoritative];
+    if let Ok(other) = bdev::find(&truth.name) {
+        for (_, name, _) in group {
+            let reason = format!(
+                "array name {} is taken by raid {} with uuid {} (superblock uuid {uuid_text}): mixed arrays",
+                truth.name,
+                other.name(),
+                other.uuid_str()
+            );
+            refuse(ex, name, reason, false);
+        }
+        return None;
+    }
+    if !assembly.readiness.can_run() {
+        tracing::info!(
+            "raid {}: found {} member(s), cannot start yet: {:?}",
+            truth.name,
+            group.len(),
+            assembly.readiness
+        );
+        return None;
+    }
+    // As SPDK does, wait for every member the array last ran with: starting degraded as
+    // soon as one mirror copy shows up would turn its partners, arriving a moment later,
+    // stale. A slot may stay empty only if the array already knew it gone, or if its member
+    // is here but stale.
+    let awaited = (0..truth.member_count as usize).any(|slot| {
+        let known_gone = truth
+            .members
+            .get(slot)
+            .is_some_and(|m| matches!(m.state, MemberState::Faulty | MemberState::Missing));
+        let stale_here = assembly.classes.iter().any(|c| match c {
+            MemberClass::Stale { slot: s, .. } | MemberClass::Rebuilding { slot: s, .. } => {
+                *s as usize == slot
+            }
+            _ => false,
+        });
+        assembly.slots[slot].is_none() && !known_gone && !stale_here
+    });
+    if awaited {
+        tracing::info!(
+            "raid {}: waiting for the rest of its members ({} found)",
+            truth.name,
+            group.len()
+        );
+        return None;
+    }
+    let level = match RaidLevel::parse(truth.level.name()) {
+        Ok(l) => l,
+        Err(e) => {
+            for (_, name, _) in group {
+                refuse(ex, name, e.to_string(), false);
+            }
+            return None;
+        }
+    };
+    let mut base_bdevs = vec![String::new(); truth.member_count as usize];
+    let mut stale = Vec::new();
+    for (index, class) in assembly.classes.iter().enumerate() {
+        let name = &group[index].1;
+        match class {
+            MemberClass::Current { slot } => base_bdevs[*slot as usize] = name.clone(),
+            other => {
+                let reason = match other {
+                    MemberClass::Stale { events, .. } => format!(
+                        "stale member: events {events}, the array is at {}",
+                        assembly.events
+                    ),
+                    MemberClass::Rebuilding { .. } => "its rebuild did not finish".into(),
+                    MemberClass::Spare => "spare (not used yet)".into(),
+                    MemberClass::Foreign => "the array's member table no longer lists it".into(),
+                    MemberClass::Duplicate => "same member seen twice".into(),
+                    MemberClass::Current { .. } => continue,
+                };
+                refuse(ex, name, reason.clone(), false);
+                stale.push((name.clone(), reason));
+            }
+        }
+    }
+    let bs = truth.block_size;
+    let strip_bytes = u64::from(truth.strip_blocks) * u64::from(bs);
+    let strip_kb = if level == RaidLevel::Raid1 || strip_bytes < 1024 {
+        0
+    } else {
+        u32::try_from(strip_bytes / 1024).unwrap_or(0)
+    };
+    let slots = truth.slots();
+    let data_offset = slots.first().map_or(0, |m| m.data_offset_blocks);
+    let cap = slots.iter().map(|m| m.data_size_blocks).min().unwrap_or(0);
+    let missing = base_bdevs.iter().any(String::is_empty);
+    let persist = Arc::new(ArrayPersist {
+        data_offset_bytes: data_offset.saturating_mul(u64::from(bs)),
+        member_cap: Some(cap),
+        missing_blocks: missing.then_some(cap),
+        meta: Mutex::new(Meta {
+            array_uuid: uuid,
+            events: truth.events,
+            member_uuids: Vec::new(),
+            stale,
+            closed: false,
+        }),
+    });
+    let spec = ArraySpec {
+        name: truth.name.clone(),
+        uuid: uuid_text.clone(),
+        level,
+        strip_kb,
+        base_bdevs: base_bdevs.clone(),
+        persist: Some(persist.clone()),
+    };
+    if let Err(e) = bdev::create_array(spec) {
+        for (_, name, _) in group {
+            refuse(ex, name, format!("assembly failed: {e}"), false);
+        }
+        return None;
+    }
+    let Ok(raid) = bdev::find(&truth.name) else {
+        return None;
+    };
+    // Keep the member uuids from the superblocks, so members stay recognisable.
+    {
+        let mut meta = persist.meta();
+        let entries: Vec<Option<u64>> = base_bdevs
+            .iter()
+            .map(|n| registry::lookup(n).ok().map(|e| e.id()))
+            .collect();
+        meta.member_uuids = slots
+            .iter()
+            .zip(entries)
+            .map(|(m, id)| Some((m.uuid, id.unwrap_or(0))))
+            .collect();
+    }
+    let blocks = registry::lookup(&truth.name)
+        .ok()
+        .map(|e| e.bdev.geometry().num_blocks);
+    if blocks != Some(truth.array_blocks) {
+        let reason = format!(
+            "assembled size {blocks:?} blocks differs from the superblock's {}",
+            truth.array_blocks
+        );
+        persist.meta().closed = true; // leave the superblocks as they were
+        let _ = bdev::delete_array(&truth.name);
+        for (_, name, _) in group {
+            refuse(ex, name, reason.clone(), false);
+        }
+        return None;
+    }
+    for (_, name, _) in group {
+        if base_bdevs.contains(name) {
+            ex.refusals.remove(name);
+        }
+    }
+    tracing::info!(
+        "raid {}: assembled from superblocks (uuid {uuid_text}, events {})",
+        truth.name,
+        truth.events
+    );
+    if let Err(e) = sync(&raid) {
+        tracing::warn!("raid {}: superblock update after assembly: {e}", truth.name);
+    }
+    Some(group.iter().map(|(id, _, _)| *id).collect())
+}

@@ -405,3 +405,44 @@ pub fn peer_of(fd: &OwnedFd) -> Option<SocketAddr> {
     let stream = std::net::TcpStream::from(dup);
     stream.peer_addr().ok()
 }
+
+/// A connection that batches what it sends: everything queued during one loop iteration goes
+/// out in one send when the iteration's completions have all been handled.
+pub trait Flush {
+    /// Sends what has been queued (called once per iteration in which it asked to be).
+    fn flush(&self);
+}
+
+thread_local! {
+    static TO_FLUSH: std::cell::RefCell<Vec<Rc<dyn Flush>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static FLUSHER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Has `conn.flush()` run at the end of this loop iteration on this core. Callers keep their
+/// own "already asked" flag, so each connection is listed once per iteration.
+pub fn flush_later(conn: Rc<dyn Flush>) {
+    if !FLUSHER.with(|f| f.replace(true)) {
+        crate::reactor::register_poller("net_flush", flush_pending);
+    }
+    TO_FLUSH.with(|l| l.borrow_mut().push(conn));
+}
+
+fn flush_pending() -> crate::PollStatus {
+    let pending = TO_FLUSH.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    if pending.is_empty() {
+        return crate::PollStatus::Idle;
+    }
+    for conn in &pending {
+        conn.flush();
+    }
+    // Give the (emptied) vector back so its capacity is reused next iteration.
+    TO_FLUSH.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.is_empty() {
+            let mut v = pending;
+            v.clear();
+            *l = v;
+        }
+    });
+    crate::PollStatus::Busy
+}

@@ -32,7 +32,6 @@ use crate::spec::opcodes::io as op;
 use crate::staging::Staging;
 use oxstor_bdev::{complete_later, BdevError, BdevIo, IoBuf, IoStatus, IoType};
 use oxstor_reactor::net::{RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket};
-use oxstor_reactor::PollStatus;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpStream};
@@ -223,38 +222,8 @@ enum Received {
 }
 
 thread_local! {
-    static DIRTY: RefCell<Vec<Rc<Qpair>>> = const { RefCell::new(Vec::new()) };
-    static CORE_SETUP: Cell<bool> = const { Cell::new(false) };
     /// This core's queue pair of each controller (by controller id).
     static QPAIRS: RefCell<HashMap<u64, Weak<Qpair>>> = RefCell::new(HashMap::new());
-}
-
-fn setup_core() {
-    if CORE_SETUP.with(|c| c.replace(true)) {
-        return;
-    }
-    oxstor_reactor::register_poller("nvme_host_flush", flush_dirty);
-}
-
-fn flush_dirty() -> PollStatus {
-    let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    if dirty.is_empty() {
-        return PollStatus::Idle;
-    }
-    for q in &dirty {
-        q.dirty.set(false);
-        q.flush();
-    }
-    // Hand the (now empty) vector back so its capacity is reused next iteration.
-    DIRTY.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_empty() {
-            let mut v = dirty;
-            v.clear();
-            *d = v;
-        }
-    });
-    PollStatus::Busy
 }
 
 /// This core's queue pair for controller `ctrl_id`, connecting it on first use.
@@ -302,7 +271,6 @@ impl Qpair {
     /// Connects the socket (a kernel-level TCP handshake; the NVMe/TCP handshake that follows
     /// runs asynchronously on this reactor). Must run on a reactor thread.
     fn connect(cfg: QpairConfig) -> Result<Rc<Qpair>, BdevError> {
-        setup_core();
         let stream = TcpStream::connect_timeout(&cfg.addr, CONNECT_TIMEOUT).map_err(|e| {
             BdevError::Io(
                 format!(
@@ -348,7 +316,7 @@ impl Qpair {
             }
             st.tx.push(TxSeg::Hdr(hdr));
         }
-        q.flush();
+        q.send_queued();
         q.recv_staging();
         let weak = Rc::downgrade(&q);
         oxstor_reactor::schedule_after(CONNECT_TIMEOUT, move || {
@@ -630,11 +598,11 @@ impl Qpair {
 
     fn mark_dirty(&self) {
         if !self.dirty.replace(true) {
-            DIRTY.with(|d| d.borrow_mut().push(self.rc()));
+            oxstor_reactor::net::flush_later(self.rc());
         }
     }
 
-    fn flush(&self) {
+    fn send_queued(&self) {
         let batch = {
             let mut st = self.st.borrow_mut();
             if st.tx_busy || st.tx.is_empty() {
@@ -1031,7 +999,7 @@ impl Qpair {
             self.cfg.addr
         );
         if self.st.borrow().close_after_send {
-            self.flush();
+            self.send_queued();
         } else {
             self.sock.close();
         }
@@ -1082,6 +1050,13 @@ impl Drop for Qpair {
         for (io, status) in st.completing.drain(..) {
             complete_later(io, status);
         }
+    }
+}
+
+impl oxstor_reactor::net::Flush for Qpair {
+    fn flush(&self) {
+        self.dirty.set(false);
+        self.send_queued();
     }
 }
 

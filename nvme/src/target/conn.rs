@@ -169,7 +169,6 @@ pub struct CoreStats {
 
 thread_local! {
     static CONNS: RefCell<HashMap<u64, Rc<Conn>>> = RefCell::new(HashMap::new());
-    static DIRTY: RefCell<Vec<Rc<Conn>>> = const { RefCell::new(Vec::new()) };
     static CORE_SETUP: Cell<bool> = const { Cell::new(false) };
     static STATS: RefCell<CoreStats> = RefCell::new(CoreStats::default());
 }
@@ -192,24 +191,11 @@ fn setup_core() {
     if CORE_SETUP.with(|c| c.replace(true)) {
         return;
     }
-    oxstor_reactor::register_poller("nvmf_tcp_flush", flush_dirty);
     oxstor_reactor::reactor::register_timed_poller(
         "nvmf_keep_alive",
         Duration::from_millis(500),
         check_keep_alive,
     );
-}
-
-fn flush_dirty() -> PollStatus {
-    let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
-    if dirty.is_empty() {
-        return PollStatus::Idle;
-    }
-    for conn in dirty {
-        conn.dirty.set(false);
-        conn.flush();
-    }
-    PollStatus::Busy
 }
 
 fn check_keep_alive() -> PollStatus {
@@ -911,11 +897,11 @@ impl Conn {
 
     fn mark_dirty(&self) {
         if !self.dirty.replace(true) {
-            DIRTY.with(|d| d.borrow_mut().push(self.rc()));
+            oxstor_reactor::net::flush_later(self.rc());
         }
     }
 
-    fn flush(&self) {
+    fn send_queued(&self) {
         let batch = {
             let mut st = self.st.borrow_mut();
             if st.tx_busy || st.tx.is_empty() {
@@ -1075,11 +1061,18 @@ impl SocketEvents<TxSeg> for Conn {
                 "terminated after a fatal PDU error"
             });
         } else if more {
-            self.flush();
+            self.send_queued();
         }
         if self.is_closing() {
             drop_closing(self);
         }
+    }
+}
+
+impl oxstor_reactor::net::Flush for Conn {
+    fn flush(&self) {
+        self.dirty.set(false);
+        self.send_queued();
     }
 }
 

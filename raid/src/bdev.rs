@@ -33,6 +33,9 @@
 //!   target's data window by window on the first reactor. Each window is locked against
 //!   writers with a small epoch scheme (see [`WriteGate`]) so a user write can never be
 //!   overwritten by stale rebuild data; reads never go to the member being rebuilt.
+//!   raid5/raid6 members are recomputed from parity by [`crate::rebuild`] under the stripe
+//!   locks. A member added with no missing slot waits as a hot spare and takes the slot of
+//!   the next member to fail (`use_spare`).
 
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{
@@ -430,6 +433,8 @@ struct Ctl {
     online: bool,
     /// Last assembly error, so the examine poller logs it once rather than every pass.
     last_error: Option<String>,
+    /// Hot spares (claimed, not in a slot): one takes a slot whose member fails.
+    spares: Vec<(String, ClaimGuard)>,
 }
 
 /// Counts one core's mirror writes in flight, per epoch parity (see [`RaidShared::epoch`]).
@@ -543,6 +548,7 @@ pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
             slots,
             online: false,
             last_error: None,
+            spares: Vec::new(),
         }),
         gates: Mutex::new(Vec::new()),
         epoch: AtomicU64::new(0),
@@ -776,6 +782,10 @@ impl RaidShared {
             let state = if slot.claim.is_some() { ONLINE } else { MISSING };
             s.store(state, Ordering::Release);
         }
+        if let Some(p) = &self.persist {
+            let degraded = ctl.slots.iter().any(|s| s.claim.is_none());
+            p.attach_intent(self.level, self.id, layout.num_blocks, bs, degraded);
+        }
         let bdev = Arc::new(RaidBdev {
             shared: self.clone(),
             layout: layout.clone(),
@@ -837,13 +847,13 @@ impl RaidShared {
         // Members are still claimed: record the clean shutdown in their superblocks.
         crate::persist::on_teardown(self);
         self.deleted.store(true, Ordering::Release);
-        let claims: Vec<_> = self
-            .ctl()
-            .slots
-            .iter_mut()
-            .filter_map(|s| s.claim.take())
-            .collect();
+        let (claims, spares) = {
+            let mut ctl = self.ctl();
+            let claims: Vec<_> = ctl.slots.iter_mut().filter_map(|s| s.claim.take()).collect();
+            (claims, std::mem::take(&mut ctl.spares))
+        };
         drop(claims);
+        drop(spares);
         self.forget();
         tracing::info!("raid {}: deleted, members released", self.name);
     }
@@ -899,12 +909,29 @@ impl RaidShared {
                 .is_ok()
         });
         if swapped {
+            if let Some(i) = self.intent() {
+                i.set_degraded(true);
+                i.member_removed(m);
+            }
             tracing::warn!(
                 "raid {}: member slot {m} failed ({status:?}); running degraded",
                 self.name
             );
             crate::persist::changed(self);
+            self.spare_later();
         }
+    }
+
+    /// Lets a spare take a failed slot, from a control thread (this may run on a reactor).
+    fn spare_later(&self) {
+        if self.ctl().spares.is_empty() {
+            return;
+        }
+        let Ok(me) = find(&self.name) else { return };
+        if me.id != self.id {
+            return;
+        }
+        std::thread::spawn(move || me.use_spare());
     }
 
     /// `bdev_raid_remove_base_bdev`: takes the member out; refuses if that loses data.
@@ -926,6 +953,11 @@ impl RaidShared {
                         "removing {base} would leave raid {} without a complete copy of the data",
                         self.name
                     )));
+                }
+                if let Some(i) = self.intent() {
+                    // Writes from here on are remembered for this member's return.
+                    i.set_degraded(true);
+                    i.member_removed(slot);
                 }
                 // New I/O skips the slot from here on; in-flight I/O completes normally.
                 self.states[slot].store(MISSING, Ordering::SeqCst);
@@ -969,40 +1001,30 @@ impl RaidShared {
                 .layout
                 .get()
                 .ok_or_else(|| BdevError::Invalid(format!("raid {} is not online", self.name)))?;
-            if self.level.parity_members() > 0 {
-                // The rebuild copies from a mirror copy; recomputing a lost strip per stripe
-                // is not written yet.
-                return Err(BdevError::Invalid(format!(
-                    "rebuild of a {} member is not supported yet: raid {} keeps running \
-                     degraded (recreate the array to restore redundancy)",
-                    self.level.name(),
-                    self.name
-                )));
-            }
-            if !self.level.is_mirror() {
+            if !self.level.is_redundant() {
                 return Err(BdevError::Invalid(format!(
                     "{} raid {} has no missing member to replace",
                     self.level.name(),
                     self.name
                 )));
             }
-            let slot = (0..self.n)
-                .find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none())
-                .ok_or_else(|| {
-                    BdevError::Invalid(format!(
-                        "raid {} has no missing member slot (remove a failed member first)",
-                        self.name
-                    ))
-                })?;
+            // A missing slot is filled and rebuilt; without one (or while another rebuild
+            // runs) the new member becomes a hot spare.
+            let missing = (0..self.n)
+                .find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none());
             let rt = registry::runtime().ok_or(BdevError::NoRuntime)?;
             let guard = registry::claim(base, "raid")?;
             let b = guard.entry().bdev.clone();
             let g = b.geometry();
-            if g.block_size != layout.block_size || g.num_blocks < layout.data_offset + layout.data_blocks[slot] {
+            let need = layout.data_offset
+                + missing.map_or_else(
+                    || layout.data_blocks.iter().copied().max().unwrap_or(0),
+                    |slot| layout.data_blocks[slot],
+                );
+            if g.block_size != layout.block_size || g.num_blocks < need {
                 return Err(BdevError::Invalid(format!(
-                    "{base} must have {}-byte blocks and at least {} of them",
+                    "{base} must have {}-byte blocks and at least {need} of them",
                     layout.block_size,
-                    layout.data_offset + layout.data_blocks[slot]
                 )));
             }
             let raid = registry::lookup(&self.name)?;
@@ -1016,30 +1038,95 @@ impl RaidShared {
                     self.name
                 )));
             }
-            if self
-                .rebuild_target
-                .compare_exchange(NO_REBUILD, slot, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return Err(BdevError::Invalid(format!(
-                    "raid {} is already rebuilding a member",
-                    self.name
-                )));
-            }
+            let slot = match missing {
+                Some(slot)
+                    if self
+                        .rebuild_target
+                        .compare_exchange(NO_REBUILD, slot, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok() =>
+                {
+                    slot
+                }
+                _ => {
+                    if ctl.slots.iter().any(|s| s.name.as_deref() == Some(base))
+                        || ctl.spares.iter().any(|(n, _)| n == base)
+                    {
+                        return Err(BdevError::Exists(base.to_string()));
+                    }
+                    ctl.spares.push((base.to_string(), guard));
+                    tracing::info!("raid {}: {base} added as a spare", self.name);
+                    drop(ctl);
+                    crate::persist::changed(self);
+                    self.use_spare();
+                    return Ok(());
+                }
+            };
             ctl.slots[slot].name = Some(base.to_string());
             ctl.slots[slot].config_name = base.to_string();
             ctl.slots[slot].claim = Some(guard);
             (slot, rt)
         };
+        self.begin_rebuild(slot, base, rt);
+        Ok(())
+    }
+
+    /// Starts the rebuild of `slot`, just filled with `base` (`rebuild_target` is set).
+    fn begin_rebuild(self: &Arc<Self>, slot: usize, base: &str, rt: oxstor_reactor::Handle) {
         // Channels first learn the new member while it is still MISSING (unused), then it
-        // turns REBUILDING: from that moment every write reaches it.
+        // turns REBUILDING: from that moment every mirror write reaches it (raid5/6 writes
+        // reach it once the rebuild has passed their stripe).
         self.refresh_channels();
         self.rebuild_done.store(0, Ordering::Relaxed);
+        if let Some(i) = self.intent() {
+            let delta = i.prepare_rebuild(slot, base, self.level == RaidLevel::Raid1);
+            if let Some(regions) = delta {
+                tracing::info!("raid {}: {base} returns: copying {regions} region(s)", self.name);
+            }
+        }
         self.states[slot].store(REBUILDING, Ordering::SeqCst);
         tracing::info!("raid {}: rebuilding member {base} (slot {slot})", self.name);
         let me = self.clone();
-        rt.send(0, move || Rebuild::start(me, slot));
-        Ok(())
+        if self.level.parity_members() > 0 {
+            rt.send(0, move || crate::rebuild::ParityRebuild::start(me, slot));
+        } else {
+            rt.send(0, move || Rebuild::start(me, slot));
+        }
+    }
+
+    /// If a member has failed (or a slot is missing), no rebuild runs and a spare waits:
+    /// the spare takes the slot and its rebuild starts. Blocks (refreshes every core's
+    /// channels): call it from a control thread, never from a reactor.
+    pub(crate) fn use_spare(self: &Arc<Self>) {
+        let Some(rt) = registry::runtime() else {
+            return;
+        };
+        let (slot, base, old) = {
+            let mut ctl = self.ctl();
+            if !ctl.online || self.deleted.load(Ordering::Acquire) || ctl.spares.is_empty() {
+                return;
+            }
+            let Some(slot) = (0..self.n).find(|&m| matches!(self.state(m), FAILED | MISSING))
+            else {
+                return;
+            };
+            if self
+                .rebuild_target
+                .compare_exchange(NO_REBUILD, slot, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return;
+            }
+            // New I/O skips the slot while the channels learn its new member.
+            self.states[slot].store(MISSING, Ordering::SeqCst);
+            let (base, guard) = ctl.spares.remove(0);
+            let old = ctl.slots[slot].claim.replace(guard);
+            ctl.slots[slot].name = Some(base.clone());
+            ctl.slots[slot].config_name = base.clone();
+            tracing::info!("raid {}: spare {base} replaces slot {slot}", self.name);
+            (slot, base, old)
+        };
+        self.begin_rebuild(slot, &base, rt);
+        drop(old);
     }
 
     /// The `bdev_raid_get_bdevs` entry (also `driver_specific.raid` in bdev_get_bdevs).
@@ -1060,7 +1147,7 @@ impl RaidShared {
                 .filter(|&m| matches!(self.state(m), ONLINE | REBUILDING))
                 .count(),
         };
-        let base: Vec<Value> = ctl
+        let mut base: Vec<Value> = ctl
             .slots
             .iter()
             .enumerate()
@@ -1080,6 +1167,26 @@ impl RaidShared {
                 })
             })
             .collect();
+        for (m, v) in base.iter_mut().enumerate() {
+            if layout.is_some() {
+                v["state"] = json!(match self.state(m) {
+                    ONLINE => "online",
+                    FAILED => "faulty",
+                    REBUILDING => "rebuilding",
+                    _ => "missing",
+                });
+            }
+        }
+        for (name, g) in &ctl.spares {
+            base.push(json!({
+                "name": name,
+                "uuid": g.entry().bdev.uuid().to_string(),
+                "is_configured": false,
+                "state": "spare",
+                "data_offset": layout.map_or(0, |l| l.data_offset),
+                "data_size": 0,
+            }));
+        }
         let mut v = json!({
             "name": self.name,
             "uuid": self.uuid,
@@ -1096,11 +1203,26 @@ impl RaidShared {
         if let (Some(l), Some(slot)) = (layout, ctl.slots.get(target)) {
             let done = self.rebuild_done.load(Ordering::Relaxed);
             let total = l.data_blocks[target].max(1);
+            let (speed, eta) = crate::rebuild::speed_eta(self.id, done, total);
             v["process"] = json!({
                 "type": "rebuild",
                 "target": slot.name,
+                "target_slot": target,
                 "progress": { "blocks": done, "percent": done * 100 / total },
+                "speed_mb_s": speed,
+                "eta_sec": eta,
             });
+        }
+        if let Some(p) = &self.persist {
+            if let Some(i) = p.intent() {
+                let b = i.info(p.last_resync());
+                for key in ["last_resync", "last_rebuild"] {
+                    if let Some(x) = b.get(key) {
+                        v[key] = x.clone();
+                    }
+                }
+                v["bitmap"] = b;
+            }
         }
         v
     }
@@ -1177,6 +1299,7 @@ impl Bdev for RaidBdev {
             free_fanouts: RefCell::new(Vec::new()),
             free_ios: RefCell::new(Vec::new()),
             gate: gate.clone(),
+            next_marked: Cell::new(false),
             stripes: self.layout.stripes.as_ref().map(|sh| {
                 crate::stripe::StripeChan::new(
                     self.shared.clone(),
@@ -1254,6 +1377,8 @@ struct Fanout {
     mirror: bool,
     /// The write-gate epoch this write is counted under.
     epoch: Option<u64>,
+    /// Marked in the write-intent bitmap: unmark when done.
+    intent: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -1282,6 +1407,8 @@ struct ChanState {
     gate: Arc<WriteGate>,
     /// raid5/raid6: the stripe engine that serves reads and writes.
     stripes: Option<Rc<crate::stripe::StripeChan>>,
+    /// The next fan-out is a write marked in the bitmap (see `mirror_gated`).
+    next_marked: Cell<bool>,
 }
 
 /// Child descriptors kept per channel for reuse.
@@ -1417,11 +1544,43 @@ impl ChanState {
     /// Writes (and unmap/write-zeroes) to a mirror: counted by the write gate, held back
     /// while they overlap the window a rebuild is copying.
     fn mirror_modify(&self, io: Box<BdevIo>, plan: Plan) {
+        if let Some(i) = self.shared.intent() {
+            match i.begin_write(io.offset_blocks, io.num_blocks) {
+                Ok(true) => return self.mirror_gated(io, plan, true),
+                Ok(false) => return self.intent_wait(io, plan),
+                Err(()) => {} // out of range: not marked, fails below as it would anyway
+            }
+        }
+        self.mirror_gated(io, plan, false)
+    }
+
+    /// A write held until its bitmap regions are on disk.
+    fn intent_wait(&self, io: Box<BdevIo>, plan: Plan) {
+        let me = self.rc();
+        oxstor_reactor::schedule_after(LOCKED_RETRY, move || {
+            let go = me
+                .shared
+                .intent()
+                .is_none_or(|i| i.write_may_go(io.offset_blocks, io.num_blocks));
+            if go {
+                me.mirror_gated(io, plan, true)
+            } else {
+                me.intent_wait(io, plan)
+            }
+        });
+    }
+
+    fn mirror_gated(&self, io: Box<BdevIo>, plan: Plan, marked: bool) {
         match self.gate_enter(io.offset_blocks, io.num_blocks) {
-            Some(epoch) => self.fan_out(io, true, Some(epoch), plan),
+            Some(epoch) => {
+                self.next_marked.set(marked);
+                self.fan_out(io, true, Some(epoch), plan)
+            }
             None => {
                 let me = self.rc();
-                oxstor_reactor::schedule_after(LOCKED_RETRY, move || me.submit_io(io));
+                oxstor_reactor::schedule_after(LOCKED_RETRY, move || {
+                    me.mirror_gated(io, plan, marked)
+                });
             }
         }
     }
@@ -1490,6 +1649,7 @@ impl ChanState {
             outstanding: 1,
             mirror,
             epoch,
+            intent: self.next_marked.take(),
             ..Fanout::default()
         };
         slot
@@ -1566,6 +1726,11 @@ impl ChanState {
         if let Some(epoch) = done.epoch {
             self.gate_exit(epoch);
         }
+        if done.intent {
+            if let (Some(i), Some(p)) = (self.shared.intent(), &done.parent) {
+                i.end_write(p.offset_blocks, p.num_blocks);
+            }
+        }
         let status = match (done.mirror, done.err) {
             (false, err) => err.unwrap_or(IoStatus::Success),
             (true, None) if !done.degraded && done.ok > 0 => IoStatus::Success,
@@ -1637,6 +1802,7 @@ struct Rebuild {
     window: Cell<(usize, u64, u64, u64)>,
     io: RefCell<Option<Box<BdevIo>>>,
     window_blocks: u64,
+    throttle: crate::rebuild::Throttle,
 }
 
 enum Step {
@@ -1663,7 +1829,10 @@ impl Rebuild {
         for e in shared.member_entries() {
             chans.push(e.and_then(|e| e.channel().ok()));
         }
-        let window_blocks = (REBUILD_WINDOW_BYTES / layout.block_size as u64).max(1);
+        let window_blocks = (crate::rebuild::window_bytes().min(REBUILD_WINDOW_BYTES)
+            / layout.block_size as u64)
+            .max(1);
+        crate::rebuild::stats_begin(shared.id, layout.block_size, 0);
         let Some(buf) = DmaBuf::alloc((window_blocks * layout.block_size as u64) as usize) else {
             tracing::error!("raid {}: no DMA buffer for the rebuild", shared.name);
             return finish(&shared, target, false);
@@ -1678,6 +1847,7 @@ impl Rebuild {
             window: Cell::new((0, 0, 0, 0)),
             io: RefCell::new(Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf)))),
             window_blocks,
+            throttle: Default::default(),
         });
         rb.step();
     }
@@ -1734,7 +1904,19 @@ impl Rebuild {
         if sh.deleted.load(Ordering::Acquire) || sh.state(self.target) != REBUILDING {
             return self.stop(false, "the target left the array");
         }
-        let pos = self.pos.get();
+        let mut pos = self.pos.get();
+        let mut limit = u64::MAX;
+        if let (RaidLevel::Raid1, Some(i)) = (self.layout.level, sh.intent()) {
+            // A returning member copies only the regions it missed.
+            match i.rebuild_next(self.target, pos, self.layout.data_blocks[self.target]) {
+                Some((next, end)) => {
+                    pos = next;
+                    limit = end;
+                    self.pos.set(pos);
+                }
+                None => return self.stop(true, ""),
+            }
+        }
         match self.plan(pos) {
             Step::Done => self.stop(true, ""),
             Step::NoSource => self.stop(false, "no in-service copy to rebuild from"),
@@ -1744,6 +1926,15 @@ impl Rebuild {
                 len,
                 array_off,
             } => {
+                let len = len.min(limit.saturating_sub(pos)).max(1);
+                if let Some(wait) = self
+                    .throttle
+                    .reserve(len * self.layout.block_size as u64)
+                {
+                    let me = self.rc();
+                    oxstor_reactor::schedule_after(wait, move || me.step());
+                    return;
+                }
                 self.window.set((src, src_off, len, pos));
                 sh.lock_start.store(array_off, Ordering::SeqCst);
                 sh.lock_end.store(array_off + len, Ordering::SeqCst);
@@ -1802,7 +1993,14 @@ fn finish(sh: &RaidShared, target: usize, ok: bool) {
         tracing::info!("raid {}: rebuild of slot {target} complete", sh.name);
     }
     sh.rebuild_target.store(NO_REBUILD, Ordering::Release);
+    crate::rebuild::stats_end(sh.id);
+    if let Some(i) = sh.intent() {
+        i.rebuild_finished(target, ok);
+        i.set_degraded((0..sh.n).any(|m| sh.state(m) != ONLINE));
+    }
     crate::persist::changed(sh);
+    // A spare may be waiting for another failed or missing slot.
+    sh.spare_later();
 }
 
 impl IoDone for Rebuild {
@@ -1822,10 +2020,14 @@ impl IoDone for Rebuild {
                 self.step();
             }
             (_, IoStatus::Success) => {
+                if let Some(i) = self.shared.intent() {
+                    i.add_copied(len * u64::from(self.layout.block_size));
+                }
                 self.pos.set(tgt_off + len);
                 self.shared
                     .rebuild_done
                     .store(tgt_off + len, Ordering::Relaxed);
+                crate::rebuild::stats_note(self.shared.id, tgt_off + len);
                 self.step();
             }
             (_, s) => {
@@ -1851,6 +2053,11 @@ impl RaidShared {
 
     pub(crate) fn persist(&self) -> Option<&Arc<crate::persist::ArrayPersist>> {
         self.persist.as_ref()
+    }
+
+    /// The write-intent bitmap, if the array keeps one.
+    pub(crate) fn intent(&self) -> Option<&Arc<crate::intent::ArrayIntent>> {
+        self.persist.as_ref().and_then(|p| p.intent())
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -1887,6 +2094,46 @@ impl RaidShared {
             members,
             rebuild_target: (rebuild != NO_REBUILD).then_some(rebuild),
         })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebuild hooks: what `crate::rebuild` (the raid5/raid6 rebuild) may see of an array.
+// ---------------------------------------------------------------------------------------------
+
+impl RaidShared {
+    /// raid5/raid6: the stripe layout and locks, block size and data offset.
+    pub(crate) fn parity_geometry(&self) -> Option<(Arc<crate::stripe::StripeShared>, u32, u64)> {
+        let l = self.layout.get()?;
+        Some((l.stripes.clone()?, l.block_size, l.data_offset))
+    }
+
+    /// This core's channel to each member (None where there is no member).
+    pub(crate) fn member_channels(&self) -> Vec<Option<Rc<IoChannel>>> {
+        self.member_entries()
+            .into_iter()
+            .map(|e| e.and_then(|e| e.channel().ok()))
+            .collect()
+    }
+
+    pub(crate) fn is_rebuilding(&self, m: usize) -> bool {
+        self.state(m) == REBUILDING
+    }
+
+    /// The raid5/raid6 rebuild watermark: target blocks `0..done` are rebuilt.
+    pub(crate) fn set_rebuild_done(&self, done: u64) {
+        self.rebuild_done.store(done, Ordering::SeqCst);
+    }
+
+    /// Whether member `m` is being rebuilt and the rebuild has passed `stripe`.
+    pub(crate) fn rebuilt_stripe(&self, m: usize, stripe: u64, strip: u64) -> bool {
+        self.state(m) == REBUILDING
+            && self.rebuild_target.load(Ordering::Acquire) == m
+            && (stripe + 1) * strip <= self.rebuild_done.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn finish_rebuild(&self, target: usize, ok: bool) {
+        finish(self, target, ok);
     }
 }
 

@@ -11,6 +11,8 @@ pub mod parity;
 pub mod superblock;
 
 pub mod bdev;
+pub mod intent;
 pub mod persist;
+pub mod rebuild;
 pub mod rpc;
 pub mod stripe;

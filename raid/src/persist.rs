@@ -14,9 +14,12 @@
 //! under `stale_base_bdevs` in `bdev_raid_get_bdevs`); refusals are logged with their reason
 //! and can be queried with [`refusal`].
 //!
-//! Not done yet: the write-intent bitmap is neither kept nor written, so a member that comes
-//! back is rebuilt in full; slots that are missing at assembly stay missing (add a member with
-//! `bdev_raid_add_base_bdev`); raid5/raid6 superblocks are refused until those levels exist.
+//! raid1/raid10/raid5/raid6 arrays keep a write-intent bitmap after the superblock
+//! ([`crate::intent`]): after an unclean shutdown a raid1 resyncs only its dirty regions at
+//! assembly (raid5/raid6 rewrite those regions' stripes, recomputing parity), and a raid1
+//! member that comes back is rebuilt only where it missed writes. Not done yet: slots that
+//! are missing at assembly stay missing (add a member with `bdev_raid_add_base_bdev`);
+//! raid10 is not resynced after an unclean shutdown.
 
 use crate::bdev::{self, ArraySpec, RaidLevel, RaidShared};
 use crate::superblock::{
@@ -30,8 +33,29 @@ use oxstor_reactor::DmaBuf;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use crate::bitmap::WriteIntent;
+use crate::intent::{self, ArrayIntent, Copied};
+use crate::superblock::{BitmapLocation, DEFAULT_BITMAP_OFFSET_BYTES};
+
+/// Levels whose superblock arrays keep a write-intent bitmap.
+const BITMAP_LEVELS: [RaidLevel; 4] = [
+    RaidLevel::Raid1,
+    RaidLevel::Raid10,
+    RaidLevel::Raid5,
+    RaidLevel::Raid6,
+];
+
+/// Test hook: teardown skips the clean superblock and final bitmap writes, as a crash would.
+static UNCLEAN_TEARDOWN: AtomicBool = AtomicBool::new(false);
+
+/// For tests: make array teardown leave the superblocks dirty (simulates a crash).
+pub fn set_unclean_teardown(on: bool) {
+    UNCLEAN_TEARDOWN.store(on, Ordering::SeqCst);
+}
 
 /// Most slots a superblock array may have (the member table and the layout's limit).
 pub const MAX_SUPERBLOCK_MEMBERS: usize = crate::layout::MAX_MEMBERS;
@@ -48,6 +72,12 @@ pub struct ArrayPersist {
     /// Assembled degraded: the size of the slots that have no member.
     missing_blocks: Option<u64>,
     meta: Mutex<Meta>,
+    /// The write-intent bitmap, once the array runs ([`crate::intent`]).
+    intent: OnceLock<Arc<ArrayIntent>>,
+    /// Bitmap loaded (and resynced) at assembly, for the array to take when it goes online.
+    loaded_bitmap: Mutex<Option<WriteIntent>>,
+    /// What the resync after an unclean shutdown copied.
+    last_resync: Mutex<Option<Copied>>,
 }
 
 struct Meta {
@@ -75,7 +105,79 @@ impl ArrayPersist {
                 stale: Vec::new(),
                 closed: false,
             }),
+            intent: OnceLock::new(),
+            loaded_bitmap: Mutex::new(None),
+            last_resync: Mutex::new(None),
         }
+    }
+
+    /// The write-intent bitmap (raid1/raid10 superblock arrays, once online).
+    pub fn intent(&self) -> Option<&Arc<ArrayIntent>> {
+        self.intent.get()
+    }
+
+    /// What the resync after the last unclean shutdown copied.
+    pub fn last_resync(&self) -> Option<Copied> {
+        *self.last_resync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The array goes online with `array_blocks`: sets up its bitmap (the one loaded at
+    /// assembly, or a fresh clean one). Levels without bitmap support get none.
+    pub(crate) fn attach_intent(
+        &self,
+        level: RaidLevel,
+        array_id: u64,
+        array_blocks: u64,
+        block_size: u32,
+        degraded: bool,
+    ) {
+        if !BITMAP_LEVELS.contains(&level) || self.intent.get().is_some() {
+            return;
+        }
+        let loaded = self
+            .loaded_bitmap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let room = self
+            .data_offset_bytes
+            .saturating_sub(DEFAULT_BITMAP_OFFSET_BYTES);
+        let wi = match loaded {
+            Some(wi) => wi,
+            None => {
+                let chunk = intent::choose_chunk_blocks(array_blocks, block_size, room);
+                match WriteIntent::new(array_blocks, chunk) {
+                    Ok(wi) => wi,
+                    Err(e) => {
+                        tracing::warn!("raid array {array_id}: no bitmap: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        if wi.image_len() as u64 > room {
+            tracing::warn!("raid array {array_id}: bitmap does not fit before the data; none kept");
+            return;
+        }
+        let ai = ArrayIntent::new(
+            wi,
+            array_id,
+            array_blocks,
+            block_size,
+            DEFAULT_BITMAP_OFFSET_BYTES,
+        );
+        ai.set_degraded(degraded);
+        if self.intent.set(ai.clone()).is_ok() {
+            ai.start();
+        }
+    }
+
+    pub(crate) fn array_uuid(&self) -> [u8; 16] {
+        self.meta().array_uuid
+    }
+
+    pub(crate) fn member_uuid(&self, slot: usize) -> Option<[u8; 16]> {
+        self.meta().member_uuids.get(slot).copied().flatten().map(|(u, _)| u)
     }
 
     fn meta(&self) -> MutexGuard<'_, Meta> {
@@ -241,6 +343,16 @@ fn blocking_io(
         .map_err(|_| "superblock I/O timed out".to_string())?
 }
 
+/// Blocking member I/O for the bitmap code (control path and helper threads only).
+pub(crate) fn member_io(
+    entry: &Arc<BdevEntry>,
+    offset: u64,
+    blocks: u64,
+    data: Option<Vec<u8>>,
+) -> IoAnswer {
+    blocking_io(entry, offset, blocks, data)
+}
+
 /// Blocks covering the superblock on a bdev of `block_size`.
 fn sb_blocks(block_size: u32) -> u64 {
     (SUPERBLOCK_LEN as u64).div_ceil(u64::from(block_size.max(1)))
@@ -321,7 +433,10 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
             })
             .collect(),
         own_entry: 0,
-        bitmap: None,
+        bitmap: p.intent().map(|i| BitmapLocation {
+            offset_bytes: i.offset_bytes(),
+            chunk_blocks: i.chunk_blocks(),
+        }),
         clean,
         update_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -383,6 +498,17 @@ pub(crate) fn changed(shared: &RaidShared) {
 
 /// The array is being destroyed (delete or shutdown): mark the superblocks clean.
 pub(crate) fn on_teardown(shared: &RaidShared) {
+    let unclean = UNCLEAN_TEARDOWN.load(Ordering::SeqCst);
+    if let Some(i) = shared.persist().and_then(|p| p.intent()) {
+        i.close(!unclean);
+    }
+    if unclean {
+        if let Some(p) = shared.persist() {
+            p.meta().closed = true;
+        }
+        tracing::warn!("raid {}: unclean teardown (test hook)", shared.name());
+        return;
+    }
     if let Err(e) = write_all(shared, true) {
         tracing::warn!(
             "raid {}: superblocks not all marked clean: {e}",
@@ -641,6 +767,7 @@ fn assemble_group(
     let data_offset = slots.first().map_or(0, |m| m.data_offset_blocks);
     let cap = slots.iter().map(|m| m.data_size_blocks).min().unwrap_or(0);
     let missing = base_bdevs.iter().any(String::is_empty);
+    let (loaded_bitmap, last_resync) = assembly_bitmap(truth, level, &base_bdevs, data_offset);
     let persist = Arc::new(ArrayPersist {
         data_offset_bytes: data_offset.saturating_mul(u64::from(bs)),
         member_cap: Some(cap),
@@ -652,6 +779,9 @@ fn assemble_group(
             stale,
             closed: false,
         }),
+        intent: OnceLock::new(),
+        loaded_bitmap: Mutex::new(loaded_bitmap),
+        last_resync: Mutex::new(last_resync),
     });
     let spec = ArraySpec {
         name: truth.name.clone(),
@@ -708,8 +838,153 @@ fn assemble_group(
         truth.name,
         truth.events
     );
+    if !truth.clean && level.parity_members() > 0 {
+        resync_parity(&raid, &persist);
+    }
     if let Err(e) = sync(&raid) {
         tracing::warn!("raid {}: superblock update after assembly: {e}", truth.name);
     }
     Some(group.iter().map(|(id, _, _)| *id).collect())
+}
+
+/// Loads the bitmap of an array being assembled and, after an unclean shutdown of a raid1,
+/// resyncs its dirty regions (copies them from the first current member to the others).
+/// Returns the bitmap to run with (None: start a fresh one) and what the resync copied.
+fn assembly_bitmap(
+    truth: &Superblock,
+    level: RaidLevel,
+    base_bdevs: &[String],
+    data_offset: u64,
+) -> (Option<WriteIntent>, Option<Copied>) {
+    if !BITMAP_LEVELS.contains(&level) {
+        return (None, None);
+    }
+    let members: Vec<Arc<BdevEntry>> = base_bdevs
+        .iter()
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| registry::lookup(n).ok())
+        .collect();
+    let bs = truth.block_size;
+    let bs64 = u64::from(bs.max(1));
+    let mut wi = match (truth.bitmap, members.first()) {
+        (Some(loc), Some(first)) => {
+            let regions = truth.array_blocks.div_ceil(loc.chunk_blocks.max(1));
+            let len = crate::bitmap::image_len(regions) as u64;
+            let room = data_offset.saturating_mul(bs64).saturating_sub(loc.offset_bytes);
+            let read = if len > room || !loc.offset_bytes.is_multiple_of(bs64) {
+                Err("bitmap does not fit before the data".to_string())
+            } else {
+                blocking_io(first, loc.offset_bytes / bs64, len.div_ceil(bs64), None)
+                    .and_then(|bytes| intent::load(&bytes, truth.array_blocks, loc.chunk_blocks))
+            };
+            match read {
+                Ok(wi) => Some(wi),
+                Err(e) => {
+                    tracing::warn!("raid {}: bitmap not usable ({e}): every region is dirty", truth.name);
+                    intent::all_dirty(truth.array_blocks, loc.chunk_blocks)
+                }
+            }
+        }
+        _ => None,
+    };
+    if truth.clean || level != RaidLevel::Raid1 {
+        if !truth.clean && level.parity_members() == 0 {
+            tracing::warn!(
+                "raid {}: unclean shutdown; no bitmap resync for {} yet",
+                truth.name,
+                level.name()
+            );
+        }
+        return (wi, None);
+    }
+    let Some(bitmap) = wi.as_mut() else {
+        tracing::warn!("raid {}: unclean shutdown without a bitmap: not resynced", truth.name);
+        return (None, None);
+    };
+    if members.len() < 2 {
+        return (wi, None);
+    }
+    match intent::resync_raid1(bitmap, &members, data_offset, bs) {
+        Ok(done) => {
+            tracing::info!(
+                "raid {}: unclean shutdown: resynced {} region(s), {} bytes",
+                truth.name,
+                done.regions,
+                done.bytes
+            );
+            if members.len() == base_bdevs.len() {
+                // Every copy is in sync again; a degraded array keeps its bits for the
+                // member that is away.
+                let regions = bitmap.regions();
+                bitmap.clear_synced(0..regions);
+            }
+            (wi, Some(done))
+        }
+        Err(e) => {
+            tracing::error!("raid {}: resync after unclean shutdown failed: {e}", truth.name);
+            (wi, None)
+        }
+    }
+}
+
+/// Before `bdev_raid_add_base_bdev` of `base`: if its superblock says it is the member that
+/// left one of this array's slots, the rebuild may copy only the regions it missed.
+pub(crate) fn note_returning(shared: &RaidShared, base: &str) {
+    let (Some(p), Ok(entry)) = (shared.persist(), registry::lookup(base)) else {
+        return;
+    };
+    let Some(intent) = p.intent() else { return };
+    let Ok(sb) = read_entry(&entry) else { return };
+    let slot = sb.own_entry as usize;
+    let own_uuid = sb.members.get(slot).map(|m| m.uuid);
+    if sb.array_uuid == p.array_uuid() && own_uuid.is_some() && own_uuid == p.member_uuid(slot) {
+        intent.note_returning(base, slot);
+    }
+}
+
+/// raid5/raid6 after an unclean shutdown: rewrites the whole stripes under each dirty region
+/// through the array itself. The array splits I/O on stripes, so each write is a full-stripe
+/// write, whose parity is computed from the data alone. Runs right after assembly on the
+/// control thread, before any RPC could hand the new bdev to a user.
+fn resync_parity(raid: &RaidShared, persist: &ArrayPersist) {
+    let Some(intent) = persist.intent() else {
+        tracing::warn!("raid {}: unclean shutdown without a bitmap: parity not resynced", raid.name());
+        return;
+    };
+    let Ok(entry) = registry::lookup(raid.name()) else { return };
+    let g = entry.bdev.geometry();
+    let stripe = u64::from(g.optimal_io_boundary).max(1);
+    let bs = u64::from(g.block_size.max(1));
+    let piece = ((1u64 << 20) / bs / stripe).max(1) * stripe;
+    let regions = intent.dirty_region_ranges();
+    let mut done = Copied::default();
+    for (region, range) in &regions {
+        let _ = region;
+        let start = range.start / stripe * stripe;
+        let end = range.end.div_ceil(stripe).saturating_mul(stripe).min(g.num_blocks);
+        let mut pos = start;
+        while pos < end {
+            let len = piece.min(end - pos);
+            let copied = blocking_io(&entry, pos, len, None)
+                .and_then(|data| blocking_io(&entry, pos, len, Some(data)));
+            if let Err(e) = copied {
+                tracing::error!("raid {}: parity resync at block {pos}: {e}", raid.name());
+                return;
+            }
+            pos += len;
+            done.bytes += len * bs;
+        }
+        done.regions += 1;
+    }
+    if let Some(first) = regions.first() {
+        let last = regions.last().map_or(first.0 + 1, |r| r.0 + 1);
+        intent.clear_synced(first.0..last);
+    }
+    tracing::info!(
+        "raid {}: unclean shutdown: parity of {} region(s) resynced ({} bytes)",
+        raid.name(),
+        done.regions,
+        done.bytes
+    );
+    *persist.last_resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
 }

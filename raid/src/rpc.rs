@@ -6,8 +6,8 @@
 //! the arrays themselves live in [`crate::bdev`].
 //!
 //! `superblock: true` puts an on-disk superblock on every member ([`crate::persist`]).
-//! Not yet supported, with a clear error: rebuilding a raid5/raid6 member
-//! (`bdev_raid_add_base_bdev` on an online parity array).
+//! `bdev_raid_set_options` ([`set_options`]) sets the rebuild window and bandwidth cap
+//! ([`crate::rebuild`]).
 
 use crate::bdev::{self, ArraySpec, RaidLevel, MAX_MEMBERS};
 use crate::persist;
@@ -182,9 +182,10 @@ pub fn remove_base_bdev(p: BdevRaidRemoveBaseBdevParams) -> Result<(), BdevError
 }
 
 /// `bdev_raid_add_base_bdev`: fills a free slot. On a configuring array that may complete
-/// it; on a degraded raid1/raid10 the new member is rebuilt (a full copy) in the background,
-/// with progress under `process` in `bdev_raid_get_bdevs`. Online raid5/raid6 arrays refuse
-/// (rebuilding a parity member is not written yet).
+/// it; on a degraded raid1/raid10/raid5/raid6 the new member is rebuilt in the background (a
+/// copy for mirrors, recomputed from parity for raid5/raid6), with progress under `process`
+/// in `bdev_raid_get_bdevs`. With no missing slot (or while a rebuild runs) the member
+/// becomes a hot spare, which takes the slot of the next member to fail.
 pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
     let raid = bdev::find(&p.raid_bdev)?;
     if let Ok((other, _)) = bdev::find_member(&p.base_bdev) {
@@ -195,6 +196,7 @@ pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
             ));
         }
     }
+    persist::note_returning(&raid, &p.base_bdev);
     raid.add_member(&p.base_bdev)?;
     let _ = persist::sync(&raid);
     Ok(())
@@ -211,4 +213,10 @@ pub fn examine() {
 /// after loading a configuration.
 pub fn examine_all() {
     persist::examine_all();
+}
+
+/// `bdev_raid_set_options`: `process_window_size_kb`, `process_max_bandwidth_mb_sec`
+/// (0 = unlimited). Global; applies to running and future rebuilds.
+pub fn set_options(p: crate::rebuild::BdevRaidSetOptionsParams) -> Result<(), BdevError> {
+    crate::rebuild::set_options(p)
 }

@@ -104,6 +104,35 @@ impl StripeShared {
     fn bucket(&self, stripe: u64) -> &AtomicU64 {
         &self.locks[(stripe % LOCK_BUCKETS) as usize]
     }
+
+    /// Takes the cross-core lock of `stripe` for a background process (rebuild), as a
+    /// writer would; false if someone holds its bucket (try again later).
+    pub(crate) fn try_lock_stripe(&self, stripe: u64) -> bool {
+        self.bucket(stripe)
+            .compare_exchange(0, stripe + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Releases a lock taken with [`StripeShared::try_lock_stripe`].
+    pub(crate) fn unlock_stripe(&self, stripe: u64) {
+        self.bucket(stripe).store(0, Ordering::Release);
+    }
+
+    pub(crate) fn parity_scheme(&self) -> Scheme {
+        self.scheme()
+    }
+
+    /// The member holding parity slot `slot` (data `0..k`, P, Q) of `stripe`.
+    pub(crate) fn slot_member_of(&self, stripe: u64, slot: usize) -> usize {
+        let l = &self.layout;
+        let k = l.data_members();
+        let parity = l.parity_members(stripe);
+        match slot.checked_sub(k) {
+            None => l.data_member(stripe, slot),
+            Some(0) => parity.p,
+            Some(_) => parity.q.unwrap_or(parity.p),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +235,15 @@ impl StripeChan {
         self.raid.member_online(m) && self.member(m).is_some()
     }
 
+    /// Whether writes to `stripe` must reach member `m`: in service, or a member being
+    /// rebuilt whose rebuild has passed this stripe (its strip there is current, so it must
+    /// stay current). Reads still treat a rebuilding member as lost.
+    fn writable(&self, m: usize, stripe: u64) -> bool {
+        self.member(m).is_some()
+            && (self.raid.member_online(m)
+                || self.raid.rebuilt_stripe(m, stripe, self.sh.layout.strip_blocks()))
+    }
+
     fn survives(&self) -> bool {
         self.sh.layout.survives(|m| !self.usable(m))
     }
@@ -241,9 +279,37 @@ impl StripeChan {
         }
         match io.io_type {
             IoType::Read => self.read(io),
-            IoType::Write => self.lock_then_start(io),
+            IoType::Write => self.intent_then_lock(io),
             _ => complete_later(io, IoStatus::Failed(libc::ENOTSUP)),
         }
+    }
+
+    /// Marks a write in the write-intent bitmap ([`crate::intent`]) and holds it until its
+    /// bits are on disk; `finish` unmarks it.
+    fn intent_then_lock(&self, io: Box<BdevIo>) {
+        let marked = self
+            .raid
+            .intent()
+            .map(|i| i.begin_write(io.offset_blocks, io.num_blocks));
+        match marked {
+            Some(Ok(false)) => self.intent_wait(io),
+            _ => self.lock_then_start(io),
+        }
+    }
+
+    fn intent_wait(&self, io: Box<BdevIo>) {
+        let me = self.rc();
+        oxstor_reactor::schedule_after(RETRY, move || {
+            let go = me
+                .raid
+                .intent()
+                .is_none_or(|i| i.write_may_go(io.offset_blocks, io.num_blocks));
+            if go {
+                me.lock_then_start(io)
+            } else {
+                me.intent_wait(io)
+            }
+        });
     }
 
     fn stripe_of(&self, io: &BdevIo) -> (u64, u64) {
@@ -633,6 +699,11 @@ impl StripeChan {
         if o.mode != Mode::HealthyRead {
             self.unlock(o.stripe);
         }
+        if let (Some(p), Some(i)) = (&o.parent, self.raid.intent()) {
+            if p.io_type == IoType::Write {
+                i.end_write(p.offset_blocks, p.num_blocks);
+            }
+        }
         if let Some(parent) = o.parent {
             if in_submit {
                 complete_later(parent, status);
@@ -773,7 +844,7 @@ impl StripeChan {
         let slots = k + l.level().parity_members();
         let row = stripe * l.strip_blocks();
         for e in span.data_extents() {
-            if self.usable(e.member) {
+            if self.writable(e.member, stripe) {
                 self.child(
                     op,
                     e.member,
@@ -786,7 +857,7 @@ impl StripeChan {
         }
         for s in k..slots {
             let m = self.slot_member(stripe, s);
-            if self.usable(m) {
+            if self.writable(m, stripe) {
                 let len = range.end - range.start;
                 self.child(
                     op,

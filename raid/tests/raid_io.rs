@@ -669,10 +669,11 @@ fn raid1_rebuilds_a_new_member_while_writes_continue() {
     let v = info("Rb");
     assert_eq!(v["process"]["type"], "rebuild", "{v}");
     assert_eq!(v["process"]["target"], "RbSlow");
-    assert!(
-        add("Rb", "RbB").is_err(),
-        "no free slot while the new member rebuilds"
-    );
+    // No free slot while the new member rebuilds: RbB becomes a hot spare.
+    add("Rb", "RbB").unwrap();
+    let v = info("Rb");
+    assert_eq!(v["base_bdevs_list"][2]["name"], "RbB", "{v}");
+    assert_eq!(v["base_bdevs_list"][2]["state"], "spare", "{v}");
 
     // Keep writing from both cores, all over the array, until the rebuild is done.
     let mut x = 12345u64;

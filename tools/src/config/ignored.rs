@@ -9,7 +9,6 @@ pub const IGNORED_IN_CONFIG: &[&str] = &[
     "bdev_wait_for_examine",
     "bdev_nvme_set_options",
     "bdev_nvme_set_hotplug",
-    "bdev_raid_set_options",
     "bdev_iscsi_set_options",
     "iobuf_set_options",
     "sock_set_default_impl",

@@ -30,3 +30,10 @@ pub fn remove_base_bdev(_: &Context, p: Option<Value>) -> RpcResult {
     raid::remove_base_bdev(decode(p)?)?;
     Ok(Value::Bool(true))
 }
+
+/// `bdev_raid_set_options`: rebuild window size and bandwidth cap, for running and future
+/// rebuilds.
+pub fn set_options(_: &Context, p: Option<Value>) -> RpcResult {
+    raid::set_options(decode(p)?)?;
+    Ok(Value::Bool(true))
+}

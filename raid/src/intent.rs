@@ -303,7 +303,8 @@ impl ArrayIntent {
             bytes: self.copied_bytes.load(Ordering::Relaxed),
             full,
         };
-        if ok {
+        // Parity rebuilds ([`crate::rebuild`]) do not count bytes here: report none.
+        if ok && !(copied.full && copied.bytes == 0) {
             *lock(&self.last_rebuild) = Some(copied);
         }
     }

@@ -719,6 +719,11 @@ impl RaidShared {
                     sizes.push(blocks);
                     continue;
                 }
+                // Created degraded ("" in base_bdevs): sized like the smallest member present.
+                if self.persist.is_none() && s.name.is_none() && self.level.is_redundant() {
+                    sizes.push(u64::MAX);
+                    continue;
+                }
                 return Err(BdevError::Invalid(format!(
                     "raid {} is incomplete",
                     self.name
@@ -760,7 +765,18 @@ impl RaidShared {
                 self.level.name()
             )));
         }
+        if sizes.contains(&u64::MAX) {
+            let min = sizes.iter().copied().filter(|&b| b != u64::MAX).min().unwrap_or(0);
+            sizes.iter_mut().filter(|b| **b == u64::MAX).for_each(|b| *b = min);
+        }
         let mut layout = Layout::new(self.level, strip, &sizes, bs)?;
+        let present = |m: usize| if ctl.slots[m].claim.is_some() { ONLINE } else { MISSING };
+        if self.persist.is_none() && layout.lost_data(present) {
+            return Err(BdevError::Invalid(format!(
+                "raid {} would start without a complete copy of the data",
+                self.name
+            )));
+        }
         layout.data_offset = self.persist.as_ref().map_or(0, |p| p.data_offset_blocks(bs));
         let layout = Arc::new(layout);
         let mut geometry = Geometry::new(bs, layout.num_blocks);
@@ -825,7 +841,7 @@ impl RaidShared {
                 }
             }
         }
-        if !ctl.slots.iter().all(|s| s.claim.is_some()) {
+        if !ctl.slots.iter().all(|s| s.claim.is_some() || s.name.is_none()) {
             return;
         }
         if let Err(e) = self.go_online(&mut ctl) {
@@ -2134,6 +2150,62 @@ impl RaidShared {
 
     pub(crate) fn finish_rebuild(&self, target: usize, ok: bool) {
         finish(self, target, ok);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scrub hooks: what `crate::scrub` may see of an array.
+// ---------------------------------------------------------------------------------------------
+
+impl RaidShared {
+    /// Whether every slot is in service and no rebuild runs (a scrub needs both).
+    pub(crate) fn scrub_ready(&self) -> bool {
+        self.layout.get().is_some()
+            && (0..self.n).all(|m| self.state(m) == ONLINE)
+            && self.rebuild_target.load(Ordering::Acquire) == NO_REBUILD
+    }
+
+    /// Mirrors: array blocks, block size, data offset and the largest window starting at
+    /// array block `off` whose copies are contiguous on each member (raid10: one chunk).
+    pub(crate) fn scrub_mirror_window(&self, off: u64, max: u64) -> Option<(u64, u32, u64, u64)> {
+        let l = self.layout.get()?;
+        let mut len = max.min(l.num_blocks.saturating_sub(off));
+        if l.level == RaidLevel::Raid10 {
+            len = len.min(l.strip - off % l.strip);
+        }
+        Some((l.num_blocks, l.block_size, l.data_offset, len))
+    }
+
+    /// Mirrors: (member, member block incl. data offset) of every copy of `[off, off+len)`,
+    /// which must lie in one window of [`Self::scrub_mirror_window`].
+    pub(crate) fn scrub_mirror_copies(&self, off: u64, len: u64) -> Vec<(usize, u64)> {
+        let Some(l) = self.layout.get() else {
+            return Vec::new();
+        };
+        let mut v = Vec::new();
+        l.pieces(off, len, |m, moff, _, _| v.push((m, moff + l.data_offset)));
+        v
+    }
+
+    /// Mirrors: locks array blocks `[off, off+len)` against user writes the way the rebuild
+    /// does; returns the epoch parity whose writes must drain before the window is stable.
+    pub(crate) fn scrub_lock(&self, off: u64, len: u64) -> usize {
+        self.lock_start.store(off, Ordering::SeqCst);
+        self.lock_end.store(off + len, Ordering::SeqCst);
+        (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize
+    }
+
+    pub(crate) fn scrub_drained(&self, parity: usize) -> bool {
+        self.inflight_writes(parity) == 0
+    }
+
+    pub(crate) fn scrub_unlock(&self) {
+        if self.rebuild_target.load(Ordering::Acquire) != NO_REBUILD {
+            // A rebuild started meanwhile (a member failed): the window is the rebuild's now.
+            return;
+        }
+        self.lock_end.store(0, Ordering::SeqCst);
+        self.lock_start.store(0, Ordering::SeqCst);
     }
 }
 

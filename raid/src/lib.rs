@@ -15,4 +15,5 @@ pub mod intent;
 pub mod persist;
 pub mod rebuild;
 pub mod rpc;
+pub mod scrub;
 pub mod stripe;

@@ -11,6 +11,7 @@
 
 use crate::bdev::{self, ArraySpec, RaidLevel, MAX_MEMBERS};
 use crate::persist;
+pub use crate::scrub::{scrub, BdevRaidScrubParams};
 use oxstor_bdev::null::resolve_uuid;
 use oxstor_bdev::BdevError;
 use serde::{Deserialize, Serialize};
@@ -100,9 +101,29 @@ pub fn create(p: BdevRaidCreateParams) -> Result<String, BdevError> {
             level.min_members()
         ));
     }
+    // SPDK's "" for a member that is missing from the start: the array is created
+    // degraded (raid1 with at least one member, raid5/raid6 with at most as many missing as
+    // parity members), and bdev_raid_add_base_bdev later fills the slot with a rebuild.
+    let empty = p.base_bdevs.iter().filter(|b| b.is_empty()).count();
+    if empty > 0 {
+        let allowed = match level {
+            RaidLevel::Raid1 => n - 1,
+            RaidLevel::Raid5 | RaidLevel::Raid6 => level.parity_members(),
+            _ => 0,
+        };
+        if empty > allowed {
+            return invalid(format!(
+                "{} cannot start with {empty} of {n} base bdevs missing (\"\")",
+                level.name()
+            ));
+        }
+        if p.superblock == Some(true) {
+            return invalid("a degraded create (\"\" in base_bdevs) needs superblock: false".into());
+        }
+    }
     for (i, b) in p.base_bdevs.iter().enumerate() {
         if b.is_empty() {
-            return invalid("base bdev names must not be empty".into());
+            continue;
         }
         if p.base_bdevs[..i].contains(b) {
             return invalid(format!("base bdev {b} is listed twice"));
@@ -158,6 +179,9 @@ pub fn get_bdevs(p: BdevRaidGetBdevsParams) -> Result<Value, BdevError> {
         .filter(|r| want.is_none_or(|c| r.raid_state().name() == c))
         .map(|r| {
             let mut v = r.info();
+            if let Some(s) = crate::scrub::info(r.id()) {
+                v["scrub"] = s;
+            }
             if let Some(p) = r.persist() {
                 v["superblock_events"] = p.events().into();
                 v["stale_base_bdevs"] = p

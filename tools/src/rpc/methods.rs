@@ -45,6 +45,7 @@ pub const METHODS: &[Method] = &[
     m("bdev_raid_add_base_bdev", raid::add_base_bdev),
     m("bdev_raid_remove_base_bdev", raid::remove_base_bdev),
     m("bdev_raid_set_options", raid::set_options),
+    m("bdev_raid_scrub", raid::scrub),
     m("bdev_nvme_attach_controller", nvmf::nvme_attach_controller),
     m("bdev_nvme_detach_controller", nvmf::nvme_detach_controller),
     m("bdev_nvme_get_controllers", nvmf::nvme_get_controllers),

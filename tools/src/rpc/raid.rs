@@ -37,3 +37,9 @@ pub fn set_options(_: &Context, p: Option<Value>) -> RpcResult {
     raid::set_options(decode(p)?)?;
     Ok(Value::Bool(true))
 }
+
+/// `bdev_raid_scrub`: md's check/repair; progress and `mismatch_cnt` under `scrub` in
+/// bdev_raid_get_bdevs.
+pub fn scrub(_: &Context, p: Option<Value>) -> RpcResult {
+    Ok(raid::scrub(decode(p)?)?)
+}

@@ -561,7 +561,11 @@ pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
     {
         let mut ctl = shared.ctl();
         shared.check_block_sizes(&ctl)?;
-        if ctl.slots.iter().all(|s| s.claim.is_some() || s.name.is_none()) {
+        if ctl
+            .slots
+            .iter()
+            .all(|s| s.claim.is_some() || s.name.is_none())
+        {
             shared.go_online(&mut ctl)?;
         }
     }
@@ -715,7 +719,11 @@ impl RaidShared {
             let Some(g) = &s.claim else {
                 // Assembled from superblocks: a missing or stale member's slot runs degraded,
                 // sized as the superblock says.
-                if let Some(blocks) = self.persist.as_ref().and_then(|p| p.missing_member_blocks()) {
+                if let Some(blocks) = self
+                    .persist
+                    .as_ref()
+                    .and_then(|p| p.missing_member_blocks())
+                {
                     sizes.push(blocks);
                     continue;
                 }
@@ -766,18 +774,35 @@ impl RaidShared {
             )));
         }
         if sizes.contains(&u64::MAX) {
-            let min = sizes.iter().copied().filter(|&b| b != u64::MAX).min().unwrap_or(0);
-            sizes.iter_mut().filter(|b| **b == u64::MAX).for_each(|b| *b = min);
+            let min = sizes
+                .iter()
+                .copied()
+                .filter(|&b| b != u64::MAX)
+                .min()
+                .unwrap_or(0);
+            sizes
+                .iter_mut()
+                .filter(|b| **b == u64::MAX)
+                .for_each(|b| *b = min);
         }
         let mut layout = Layout::new(self.level, strip, &sizes, bs)?;
-        let present = |m: usize| if ctl.slots[m].claim.is_some() { ONLINE } else { MISSING };
+        let present = |m: usize| {
+            if ctl.slots[m].claim.is_some() {
+                ONLINE
+            } else {
+                MISSING
+            }
+        };
         if self.persist.is_none() && layout.lost_data(present) {
             return Err(BdevError::Invalid(format!(
                 "raid {} would start without a complete copy of the data",
                 self.name
             )));
         }
-        layout.data_offset = self.persist.as_ref().map_or(0, |p| p.data_offset_blocks(bs));
+        layout.data_offset = self
+            .persist
+            .as_ref()
+            .map_or(0, |p| p.data_offset_blocks(bs));
         let layout = Arc::new(layout);
         let mut geometry = Geometry::new(bs, layout.num_blocks);
         if self.level.needs_strip() {
@@ -795,7 +820,11 @@ impl RaidShared {
             geometry.max_transfer_blocks = stripe;
         }
         for (s, slot) in self.states.iter().zip(&ctl.slots) {
-            let state = if slot.claim.is_some() { ONLINE } else { MISSING };
+            let state = if slot.claim.is_some() {
+                ONLINE
+            } else {
+                MISSING
+            };
             s.store(state, Ordering::Release);
         }
         if let Some(p) = &self.persist {
@@ -841,7 +870,11 @@ impl RaidShared {
                 }
             }
         }
-        if !ctl.slots.iter().all(|s| s.claim.is_some() || s.name.is_none()) {
+        if !ctl
+            .slots
+            .iter()
+            .all(|s| s.claim.is_some() || s.name.is_none())
+        {
             return;
         }
         if let Err(e) = self.go_online(&mut ctl) {
@@ -865,7 +898,11 @@ impl RaidShared {
         self.deleted.store(true, Ordering::Release);
         let (claims, spares) = {
             let mut ctl = self.ctl();
-            let claims: Vec<_> = ctl.slots.iter_mut().filter_map(|s| s.claim.take()).collect();
+            let claims: Vec<_> = ctl
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.claim.take())
+                .collect();
             (claims, std::mem::take(&mut ctl.spares))
         };
         drop(claims);
@@ -1026,8 +1063,8 @@ impl RaidShared {
             }
             // A missing slot is filled and rebuilt; without one (or while another rebuild
             // runs) the new member becomes a hot spare.
-            let missing = (0..self.n)
-                .find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none());
+            let missing =
+                (0..self.n).find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none());
             let rt = registry::runtime().ok_or(BdevError::NoRuntime)?;
             let guard = registry::claim(base, "raid")?;
             let b = guard.entry().bdev.clone();
@@ -1096,7 +1133,10 @@ impl RaidShared {
         if let Some(i) = self.intent() {
             let delta = i.prepare_rebuild(slot, base, self.level == RaidLevel::Raid1);
             if let Some(regions) = delta {
-                tracing::info!("raid {}: {base} returns: copying {regions} region(s)", self.name);
+                tracing::info!(
+                    "raid {}: {base} returns: copying {regions} region(s)",
+                    self.name
+                );
             }
         }
         self.states[slot].store(REBUILDING, Ordering::SeqCst);
@@ -1943,10 +1983,7 @@ impl Rebuild {
                 array_off,
             } => {
                 let len = len.min(limit.saturating_sub(pos)).max(1);
-                if let Some(wait) = self
-                    .throttle
-                    .reserve(len * self.layout.block_size as u64)
-                {
+                if let Some(wait) = self.throttle.reserve(len * self.layout.block_size as u64) {
                     let me = self.rc();
                     oxstor_reactor::schedule_after(wait, move || me.step());
                     return;

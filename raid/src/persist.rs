@@ -177,7 +177,12 @@ impl ArrayPersist {
     }
 
     pub(crate) fn member_uuid(&self, slot: usize) -> Option<[u8; 16]> {
-        self.meta().member_uuids.get(slot).copied().flatten().map(|(u, _)| u)
+        self.meta()
+            .member_uuids
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|(u, _)| u)
     }
 
     fn meta(&self) -> MutexGuard<'_, Meta> {
@@ -870,7 +875,9 @@ fn assembly_bitmap(
         (Some(loc), Some(first)) => {
             let regions = truth.array_blocks.div_ceil(loc.chunk_blocks.max(1));
             let len = crate::bitmap::image_len(regions) as u64;
-            let room = data_offset.saturating_mul(bs64).saturating_sub(loc.offset_bytes);
+            let room = data_offset
+                .saturating_mul(bs64)
+                .saturating_sub(loc.offset_bytes);
             let read = if len > room || !loc.offset_bytes.is_multiple_of(bs64) {
                 Err("bitmap does not fit before the data".to_string())
             } else {
@@ -880,7 +887,10 @@ fn assembly_bitmap(
             match read {
                 Ok(wi) => Some(wi),
                 Err(e) => {
-                    tracing::warn!("raid {}: bitmap not usable ({e}): every region is dirty", truth.name);
+                    tracing::warn!(
+                        "raid {}: bitmap not usable ({e}): every region is dirty",
+                        truth.name
+                    );
                     intent::all_dirty(truth.array_blocks, loc.chunk_blocks)
                 }
             }
@@ -898,7 +908,10 @@ fn assembly_bitmap(
         return (wi, None);
     }
     let Some(bitmap) = wi.as_mut() else {
-        tracing::warn!("raid {}: unclean shutdown without a bitmap: not resynced", truth.name);
+        tracing::warn!(
+            "raid {}: unclean shutdown without a bitmap: not resynced",
+            truth.name
+        );
         return (None, None);
     };
     if members.len() < 2 {
@@ -921,7 +934,10 @@ fn assembly_bitmap(
             (wi, Some(done))
         }
         Err(e) => {
-            tracing::error!("raid {}: resync after unclean shutdown failed: {e}", truth.name);
+            tracing::error!(
+                "raid {}: resync after unclean shutdown failed: {e}",
+                truth.name
+            );
             (wi, None)
         }
     }
@@ -948,10 +964,15 @@ pub(crate) fn note_returning(shared: &RaidShared, base: &str) {
 /// control thread, before any RPC could hand the new bdev to a user.
 fn resync_parity(raid: &RaidShared, persist: &ArrayPersist) {
     let Some(intent) = persist.intent() else {
-        tracing::warn!("raid {}: unclean shutdown without a bitmap: parity not resynced", raid.name());
+        tracing::warn!(
+            "raid {}: unclean shutdown without a bitmap: parity not resynced",
+            raid.name()
+        );
         return;
     };
-    let Ok(entry) = registry::lookup(raid.name()) else { return };
+    let Ok(entry) = registry::lookup(raid.name()) else {
+        return;
+    };
     let g = entry.bdev.geometry();
     let stripe = u64::from(g.optimal_io_boundary).max(1);
     let bs = u64::from(g.block_size.max(1));
@@ -961,7 +982,11 @@ fn resync_parity(raid: &RaidShared, persist: &ArrayPersist) {
     for (region, range) in &regions {
         let _ = region;
         let start = range.start / stripe * stripe;
-        let end = range.end.div_ceil(stripe).saturating_mul(stripe).min(g.num_blocks);
+        let end = range
+            .end
+            .div_ceil(stripe)
+            .saturating_mul(stripe)
+            .min(g.num_blocks);
         let mut pos = start;
         while pos < end {
             let len = piece.min(end - pos);
@@ -986,5 +1011,8 @@ fn resync_parity(raid: &RaidShared, persist: &ArrayPersist) {
         done.regions,
         done.bytes
     );
-    *persist.last_resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+    *persist
+        .last_resync
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(done);
 }

@@ -118,7 +118,9 @@ pub fn create(p: BdevRaidCreateParams) -> Result<String, BdevError> {
             ));
         }
         if p.superblock == Some(true) {
-            return invalid("a degraded create (\"\" in base_bdevs) needs superblock: false".into());
+            return invalid(
+                "a degraded create (\"\" in base_bdevs) needs superblock: false".into(),
+            );
         }
     }
     for (i, b) in p.base_bdevs.iter().enumerate() {

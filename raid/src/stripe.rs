@@ -241,7 +241,9 @@ impl StripeChan {
     fn writable(&self, m: usize, stripe: u64) -> bool {
         self.member(m).is_some()
             && (self.raid.member_online(m)
-                || self.raid.rebuilt_stripe(m, stripe, self.sh.layout.strip_blocks()))
+                || self
+                    .raid
+                    .rebuilt_stripe(m, stripe, self.sh.layout.strip_blocks()))
     }
 
     fn survives(&self) -> bool {

@@ -396,7 +396,10 @@ fn members_can_be_removed_while_redundancy_remains() {
     .unwrap();
     let t0 = std::time::Instant::now();
     while info("R6rm")["process"].is_object() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "rebuild never finished");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "rebuild never finished"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(info("R6rm")["num_base_bdevs_operational"], 4);

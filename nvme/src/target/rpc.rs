@@ -169,7 +169,7 @@ pub fn create_transport(opts: TransportOptions) -> Result<bool, NvmfError> {
     if opts.max_aq_depth < 2 || opts.max_aq_depth > 4096 {
         return Err(NvmfError::invalid("max_aq_depth must be in 2..=4096"));
     }
-    if opts.in_capsule_data_size % 16 != 0 || opts.in_capsule_data_size > 131072 {
+    if !opts.in_capsule_data_size.is_multiple_of(16) || opts.in_capsule_data_size > 131072 {
         return Err(NvmfError::invalid(
             "in_capsule_data_size must be a multiple of 16, at most 131072",
         ));

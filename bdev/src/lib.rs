@@ -13,6 +13,7 @@
 //!
 //! Base bdevs: [`malloc`], [`null`], [`uring`]; test bdevs: [`delay`], [`error`].
 
+pub mod blocking;
 mod channel;
 mod defer;
 mod error_type;

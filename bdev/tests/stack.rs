@@ -1,11 +1,9 @@
 //! The bdev layer on real reactors: split, claims, stacking, uring on a file, error injection.
 
+use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{delay, error, malloc, null, uring, BdevIo, IoBuf, IoDone, IoStatus, IoType};
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
-use std::cell::RefCell;
-use std::rc::Rc;
+use oxstor_bdev::{delay, error, malloc, null, uring, IoStatus, IoType};
+use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,16 +22,6 @@ fn rt() -> Handle {
     rt.lock().unwrap().handle()
 }
 
-struct Answer(RefCell<Option<Reply<(IoStatus, Vec<u8>)>>>);
-
-impl IoDone for Answer {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(r) = self.0.borrow_mut().take() {
-            r.send((io.status, io.buf.as_slice().to_vec()));
-        }
-    }
-}
-
 fn io(
     core: usize,
     entry: &Arc<BdevEntry>,
@@ -42,28 +30,17 @@ fn io(
     n: u64,
     data: Option<Vec<u8>>,
 ) -> (IoStatus, Vec<u8>) {
-    let entry = entry.clone();
-    let rx = rt().call_on(core, move |reply| {
-        let bs = entry.bdev.geometry().block_size as usize;
-        let buf = if t.has_data() {
-            let len = data.as_ref().map_or(n as usize * bs, Vec::len);
-            let mut b = DmaBuf::zeroed(len).unwrap();
-            if let Some(d) = data {
-                b.as_mut_slice().copy_from_slice(&d);
-            }
-            IoBuf::Dma(b)
-        } else {
-            IoBuf::None
-        };
-        let ch = entry.channel().unwrap();
-        ch.submit(
-            BdevIo::new(t, off, n, buf),
-            Rc::new(Answer(RefCell::new(Some(reply)))),
-            7,
-        );
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("I/O never completed")
+    rt();
+    blocking::io(
+        core,
+        entry,
+        t,
+        off,
+        n,
+        data.as_deref(),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed")
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -27,12 +27,8 @@ use crate::superblock::{
     DEFAULT_DATA_OFFSET_BYTES, NAME_LEN, OFFSET_DONE, SUPERBLOCK_LEN,
 };
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{BdevError, BdevIo, Geometry, IoBuf, IoDone, IoType};
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::DmaBuf;
-use std::cell::RefCell;
+use oxstor_bdev::{BdevError, Geometry, IoType};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -294,20 +290,6 @@ fn new_member_uuid() -> [u8; 16] {
 
 type IoAnswer = Result<Vec<u8>, String>;
 
-struct Waiter(RefCell<Option<Reply<IoAnswer>>>);
-
-impl IoDone for Waiter {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(reply) = self.0.borrow_mut().take() {
-            reply.send(if io.status.is_success() {
-                Ok(io.buf.as_slice().to_vec())
-            } else {
-                Err(format!("{:?}", io.status))
-            });
-        }
-    }
-}
-
 /// Reads (data None) or writes `blocks` blocks at `offset` of `entry` on the first reactor
 /// and waits. Refuses on a reactor thread, where waiting would stall (or deadlock) it.
 fn blocking_io(
@@ -316,36 +298,30 @@ fn blocking_io(
     blocks: u64,
     data: Option<Vec<u8>>,
 ) -> IoAnswer {
-    if oxstor_reactor::is_reactor_thread() {
-        return Err("superblock I/O cannot wait on a reactor thread".into());
-    }
-    let rt = registry::runtime().ok_or("no runtime")?;
-    let entry = entry.clone();
-    let rx = rt.call_on(0, move |reply: Reply<IoAnswer>| {
+    let io_type = if data.is_some() {
+        IoType::Write
+    } else {
+        IoType::Read
+    };
+    // A short image is written as the start of a zeroed whole-block buffer.
+    let data = data.map(|mut d| {
         let bs = entry.bdev.geometry().block_size as usize;
-        let len = blocks as usize * bs;
-        let Some(mut buf) = DmaBuf::zeroed(len) else {
-            return reply.send(Err("no DMA buffer".into()));
-        };
-        let io_type = match data {
-            Some(d) => {
-                let n = d.len().min(len);
-                buf.as_mut_slice()[..n].copy_from_slice(&d[..n]);
-                IoType::Write
-            }
-            None => IoType::Read,
-        };
-        match entry.channel() {
-            Ok(ch) => ch.submit(
-                BdevIo::new(io_type, offset, blocks, IoBuf::Dma(buf)),
-                Rc::new(Waiter(RefCell::new(Some(reply)))),
-                0,
-            ),
-            Err(e) => reply.send(Err(e.to_string())),
-        }
+        d.resize(blocks as usize * bs, 0);
+        d
     });
-    rx.recv_timeout(IO_TIMEOUT)
-        .map_err(|_| "superblock I/O timed out".to_string())?
+    match oxstor_bdev::blocking::io(
+        0,
+        entry,
+        io_type,
+        offset,
+        blocks,
+        data.as_deref(),
+        IO_TIMEOUT,
+    ) {
+        Ok((status, bytes)) if status.is_success() => Ok(bytes),
+        Ok((status, _)) => Err(format!("{status:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Blocking member I/O for the bitmap code (control path and helper threads only).

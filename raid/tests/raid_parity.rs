@@ -3,16 +3,14 @@
 //! concurrent writers on the same stripes, degraded reads and writes with failed members,
 //! and the RPC rules for removing and adding members.
 
+use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{error, malloc, BdevIo, IoBuf, IoDone, IoStatus, IoType};
+use oxstor_bdev::{error, malloc, IoStatus, IoType};
 use oxstor_raid::layout::{Layout, RaidLevel, StripRole};
 use oxstor_raid::parity;
 use oxstor_raid::rpc::{self, BdevRaidCreateParams};
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
+use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,18 +34,6 @@ fn rt() -> Handle {
     rt.lock().unwrap().handle()
 }
 
-type IoResult = (IoStatus, Vec<u8>);
-
-struct Answer(RefCell<Option<Reply<IoResult>>>);
-
-impl IoDone for Answer {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(r) = self.0.borrow_mut().take() {
-            r.send((io.status, io.buf.as_slice().to_vec()));
-        }
-    }
-}
-
 fn io(
     core: usize,
     entry: &Arc<BdevEntry>,
@@ -55,29 +41,18 @@ fn io(
     off: u64,
     n: u64,
     data: Option<Vec<u8>>,
-) -> IoResult {
-    let entry = entry.clone();
-    let rx = rt().call_on(core, move |reply| {
-        let bs = entry.bdev.geometry().block_size as usize;
-        let buf = if t.has_data() {
-            let len = data.as_ref().map_or(n as usize * bs, Vec::len);
-            let mut b = DmaBuf::zeroed(len).unwrap();
-            if let Some(d) = data {
-                b.as_mut_slice().copy_from_slice(&d);
-            }
-            IoBuf::Dma(b)
-        } else {
-            IoBuf::None
-        };
-        let ch = entry.channel().unwrap();
-        ch.submit(
-            BdevIo::new(t, off, n, buf),
-            Rc::new(Answer(RefCell::new(Some(reply)))),
-            7,
-        );
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("I/O never completed")
+) -> (IoStatus, Vec<u8>) {
+    rt();
+    blocking::io(
+        core,
+        entry,
+        t,
+        off,
+        n,
+        data.as_deref(),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed")
 }
 
 fn read(core: usize, e: &Arc<BdevEntry>, off: u64, n: u64) -> Vec<u8> {

@@ -2,15 +2,13 @@
 //! running alongside), then proven by failing *other* members and reading everything back;
 //! the bandwidth cap of `bdev_raid_set_options`; hot spares taking a failed member's slot.
 
+use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{error, malloc, BdevIo, IoBuf, IoDone, IoStatus, IoType};
+use oxstor_bdev::{error, malloc, IoStatus, IoType};
 use oxstor_raid::rebuild::{self, BdevRaidSetOptionsParams};
 use oxstor_raid::rpc::{self, BdevRaidCreateParams};
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
+use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,18 +35,6 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-type IoResult = (IoStatus, Vec<u8>);
-
-struct Answer(RefCell<Option<Reply<IoResult>>>);
-
-impl IoDone for Answer {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(r) = self.0.borrow_mut().take() {
-            r.send((io.status, io.buf.as_slice().to_vec()));
-        }
-    }
-}
-
 fn io(
     core: usize,
     entry: &Arc<BdevEntry>,
@@ -56,29 +42,18 @@ fn io(
     off: u64,
     n: u64,
     data: Option<Vec<u8>>,
-) -> IoResult {
-    let entry = entry.clone();
-    let rx = rt().call_on(core, move |reply| {
-        let bs = entry.bdev.geometry().block_size as usize;
-        let buf = if t.has_data() {
-            let len = data.as_ref().map_or(n as usize * bs, Vec::len);
-            let mut b = DmaBuf::zeroed(len).unwrap();
-            if let Some(d) = data {
-                b.as_mut_slice().copy_from_slice(&d);
-            }
-            IoBuf::Dma(b)
-        } else {
-            IoBuf::None
-        };
-        let ch = entry.channel().unwrap();
-        ch.submit(
-            BdevIo::new(t, off, n, buf),
-            Rc::new(Answer(RefCell::new(Some(reply)))),
-            7,
-        );
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("I/O never completed")
+) -> (IoStatus, Vec<u8>) {
+    rt();
+    blocking::io(
+        core,
+        entry,
+        t,
+        off,
+        n,
+        data.as_deref(),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed")
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

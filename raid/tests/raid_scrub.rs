@@ -2,14 +2,12 @@
 //! members were corrupted behind the array's back (array deleted, member written directly,
 //! array recreated over the same members), then checked, repaired and checked again.
 
+use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{malloc, BdevIo, IoBuf, IoDone, IoStatus, IoType};
+use oxstor_bdev::{malloc, IoStatus, IoType};
 use oxstor_raid::rpc;
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
+use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,16 +32,6 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Answer(RefCell<Option<Reply<(IoStatus, Vec<u8>)>>>);
-
-impl IoDone for Answer {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(r) = self.0.borrow_mut().take() {
-            r.send((io.status, io.buf.as_slice().to_vec()));
-        }
-    }
-}
-
 fn io(
     core: usize,
     entry: &Arc<BdevEntry>,
@@ -52,24 +40,18 @@ fn io(
     n: u64,
     data: Option<Vec<u8>>,
 ) -> Vec<u8> {
-    let name = entry.name().to_string();
-    let entry = entry.clone();
-    let rx = rt().call_on(core, move |reply| {
-        let mut b = DmaBuf::zeroed(n as usize * BS).unwrap();
-        if let Some(d) = data {
-            b.as_mut_slice().copy_from_slice(&d);
-        }
-        let ch = entry.channel().unwrap();
-        ch.submit(
-            BdevIo::new(t, off, n, IoBuf::Dma(b)),
-            Rc::new(Answer(RefCell::new(Some(reply)))),
-            7,
-        );
-    });
-    let (st, data) = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("I/O never completed");
-    assert_eq!(st, IoStatus::Success, "{t:?} {off}+{n} on {name}");
+    rt();
+    let (st, data) = blocking::io(
+        core,
+        entry,
+        t,
+        off,
+        n,
+        data.as_deref(),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed");
+    assert_eq!(st, IoStatus::Success, "{t:?} {off}+{n} on {}", entry.name());
     data
 }
 

@@ -1,17 +1,15 @@
 //! RAID superblocks on real reactors: written at create, arrays reassembled from them after a
 //! simulated restart, and corrupt or foreign superblocks refused with their reason.
 
+use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{malloc, uring, BdevIo, IoBuf, IoDone, IoStatus, IoType};
+use oxstor_bdev::{malloc, uring, IoStatus, IoType};
 use oxstor_raid::layout::RaidLevel;
 use oxstor_raid::persist;
 use oxstor_raid::rpc;
 use oxstor_raid::superblock::{MemberEntry, MemberState, Superblock, OFFSET_DONE, SUPERBLOCK_LEN};
-use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
+use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -36,32 +34,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Answer(RefCell<Option<Reply<(IoStatus, Vec<u8>)>>>);
-
-impl IoDone for Answer {
-    fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
-        if let Some(r) = self.0.borrow_mut().take() {
-            r.send((io.status, io.buf.as_slice().to_vec()));
-        }
-    }
-}
-
 fn io(entry: &Arc<BdevEntry>, t: IoType, off: u64, n: u64, data: Option<Vec<u8>>) -> Vec<u8> {
-    let target = entry.clone();
-    let rx = rt().call_on(1, move |reply| {
-        let entry = target;
-        let bs = entry.bdev.geometry().block_size as usize;
-        let mut b = DmaBuf::zeroed(n as usize * bs).unwrap();
-        if let Some(d) = data {
-            b.as_mut_slice().copy_from_slice(&d);
-        }
-        entry.channel().unwrap().submit(
-            BdevIo::new(t, off, n, IoBuf::Dma(b)),
-            Rc::new(Answer(RefCell::new(Some(reply)))),
-            0,
-        );
-    });
-    let (st, data) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rt();
+    let (st, data) = blocking::io(
+        1,
+        entry,
+        t,
+        off,
+        n,
+        data.as_deref(),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed");
     assert_eq!(st, IoStatus::Success, "{t:?} {off}+{n} on {}", entry.name());
     data
 }

@@ -139,10 +139,12 @@ fn idle_reactors_back_off_and_wake_on_messages() {
     let used = process_cpu_ns() - cpu0;
     let pct = used as f64 * 100.0 / t0.elapsed().as_nanos() as f64;
     assert!(pct < 10.0, "two idle reactors used {pct:.1}% CPU");
-    // A message still reaches a sleeping reactor promptly.
+    // A message still wakes a sleeping reactor. Reactor 1 has no timer, so without the
+    // eventfd wake it would sleep forever; the bound is generous because this is a
+    // correctness check on a loaded machine, not a latency benchmark (see cargo bench).
     let t = Instant::now();
     h.run_on(1, || ());
-    assert!(t.elapsed() < Duration::from_millis(50));
+    assert!(t.elapsed() < Duration::from_secs(2), "woke after {:?}", t.elapsed());
     rt.shutdown();
 }
 

@@ -153,6 +153,8 @@ pub struct Conn {
     me: Weak<Conn>,
     st: RefCell<State>,
     dirty: Cell<bool>,
+    /// When this queue last refreshed its controller's keep-alive.
+    alive_ns: Cell<u64>,
 }
 
 /// Per-core counters for nvmf_get_stats.
@@ -248,6 +250,7 @@ pub fn start(fd: OwnedFd, core: usize) {
             sqhd: 0,
         }),
         dirty: Cell::new(false),
+        alive_ns: Cell::new(0),
     });
     let events: Rc<dyn SocketEvents<TxSeg>> = conn.clone();
     sock.set_events(Rc::downgrade(&events));
@@ -689,6 +692,9 @@ impl Conn {
             let Some(r) = st.reqs.get(slot as usize).and_then(Option::as_ref) else {
                 return;
             };
+            if let Some(q) = &st.queue {
+                self.note_host_alive(&q.ctrl);
+            }
             if !r.status.is_success() {
                 let status = r.status;
                 drop(st);
@@ -708,6 +714,17 @@ impl Conn {
             admin::execute(&conn, slot);
         } else {
             io_cmd::execute(&conn, slot);
+        }
+    }
+
+    /// Any command proves the host alive (traffic-based keep-alive, as Linux nvmet does): a
+    /// busy or slow host whose Keep Alive waits behind I/O must not lose its controller. The
+    /// shared timestamp is refreshed at most every 250 ms per queue, not per I/O.
+    fn note_host_alive(&self, ctrl: &Controller) {
+        let now = oxstor_reactor::clock::ticks_as_ns(oxstor_reactor::now_ticks());
+        if now.saturating_sub(self.alive_ns.get()) > 250_000_000 {
+            self.alive_ns.set(now);
+            ctrl.keep_alive();
         }
     }
 

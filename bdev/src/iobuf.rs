@@ -45,6 +45,28 @@ impl IoBuf {
         })
     }
 
+    /// Shares this buffer between readers: returns it behind an `Rc`, and a full-length
+    /// window onto the same bytes. Replication uses it to write the bytes locally while the
+    /// same bytes go to the network; neither reader may write through its handle.
+    pub fn into_shared(mut self) -> (Rc<IoBuf>, IoBuf) {
+        let len = self.len();
+        let fixed_index = self.fixed_index();
+        let ptr = self.as_mut_ptr();
+        let shared = Rc::new(self);
+        let Some(ptr) = NonNull::new(ptr) else {
+            return (shared, IoBuf::None);
+        };
+        // Moving the IoBuf into the Rc does not move the bytes it points to (pool memory, or
+        // a window's parent), so `ptr` stays valid for as long as `shared` lives.
+        let window = IoBuf::Window(Window {
+            ptr,
+            len,
+            fixed_index,
+            _owner: shared.clone(),
+        });
+        (shared, window)
+    }
+
     pub fn len(&self) -> usize {
         match self {
             IoBuf::None => 0,

@@ -52,6 +52,11 @@ pub trait Bdev: Send + Sync + 'static {
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError>;
     /// The RPC that recreates this bdev, or None if it is created implicitly.
     fn config_call(&self) -> Option<ConfigCall>;
+    /// Whether writes are accepted now. A replicated volume in the Secondary role is not
+    /// writable; exporters report that to hosts (NVMe: namespace write protected).
+    fn writable(&self) -> bool {
+        true
+    }
     fn driver_info(&self) -> serde_json::Value {
         serde_json::Value::Null
     }

@@ -75,6 +75,8 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), StartError> {
 fn stop_engine(rt: Runtime) {
     // Hosts first (their queues hold bdev channels), then the bdevs, newest first.
     oxstor_nvme::target::rpc::shutdown();
+    // Replicated volumes go down cleanly (metadata marked clean) while their disks still exist.
+    oxstor_repl::rpc::shutdown_all();
     oxstor_nvme::host::detach_all();
     registry::unregister_all();
     registry::set_runtime(None);

@@ -321,7 +321,7 @@ fn identify(conn: &Conn, slot: u16, ctrl: &Arc<Controller>) {
                     features: identify::nsfeat::THIN_PROVISIONING,
                     nmic: 1,
                     optimal_io_boundary: g.optimal_io_boundary.min(u16::MAX as u32) as u16,
-                    write_protected: ns.read_only,
+                    write_protected: ns.read_only || !ns.entry.bdev.writable(),
                     nguid: ns.nguid,
                     eui64: ns.eui64,
                     block_size_shift: g.block_size.trailing_zeros() as u8,

@@ -117,7 +117,15 @@ pub struct CachedNs {
     pub channel: Rc<IoChannel>,
     pub block_size: u32,
     pub num_blocks: u64,
-    pub read_only: bool,
+    /// Read-only as configured; see [`CachedNs::read_only`] for the live answer.
+    pub configured_read_only: bool,
+}
+
+impl CachedNs {
+    /// Configured read-only, or a bdev that refuses writes right now (a Secondary replica).
+    pub fn read_only(&self) -> bool {
+        self.configured_read_only || !self.channel.entry().bdev.writable()
+    }
 }
 
 struct State {
@@ -783,7 +791,7 @@ impl Conn {
             channel,
             block_size: g.block_size,
             num_blocks: g.num_blocks,
-            read_only: ns.read_only,
+            configured_read_only: ns.read_only,
         });
         if idx < 4096 {
             if st.ns_cache.len() <= idx {

@@ -95,7 +95,7 @@ pub fn execute(conn: &Conn, slot: u16) {
             if sgl_len as u64 != len {
                 return conn.respond(slot, Status::DATA_SGL_LENGTH_INVALID, 0);
             }
-            if opcode == op::WRITE && ns.read_only {
+            if opcode == op::WRITE && ns.read_only() {
                 return conn.respond(slot, Status::NAMESPACE_WRITE_PROTECTED, 0);
             }
             if opcode == op::READ {
@@ -152,7 +152,7 @@ pub fn execute(conn: &Conn, slot: u16) {
             if !in_range(slba, blocks) {
                 return conn.respond(slot, Status::LBA_OUT_OF_RANGE, 0);
             }
-            if ns.read_only {
+            if ns.read_only() {
                 return conn.respond(slot, Status::NAMESPACE_WRITE_PROTECTED, 0);
             }
             submit(
@@ -191,7 +191,7 @@ fn dataset_management(conn: &Conn, slot: u16, ns: &super::conn::CachedNs, cdw10:
     if !deallocate {
         return conn.respond(slot, Status::SUCCESS, 0);
     }
-    if ns.read_only {
+    if ns.read_only() {
         return conn.respond(slot, Status::NAMESPACE_WRITE_PROTECTED, 0);
     }
     let ranges: Vec<(u64, u64)> = ranges.into_iter().filter(|&(_, n)| n > 0).collect();

@@ -5,7 +5,7 @@
 //! for its area (`bdev.rs`, `framework.rs`, later `nvmf.rs`, `raid.rs`, `repl.rs`) and add one
 //! line below. Names follow SPDK wherever SPDK has the method.
 
-use super::{bdev, framework, nvmf, raid, Handler};
+use super::{bdev, framework, nvmf, raid, repl, Handler};
 
 /// One RPC method: its wire name and the function that serves it.
 pub struct Method {
@@ -69,6 +69,21 @@ pub const METHODS: &[Method] = &[
     ),
     m("nvmf_get_subsystems", nvmf::get_subsystems),
     m("nvmf_get_stats", nvmf::get_stats),
+    // replication (drbdsetup's commands; oxadm sends them)
+    m("repl_new_resource", repl::new_resource),
+    m("repl_attach", repl::attach),
+    m("repl_detach", repl::detach),
+    m("repl_new_peer", repl::new_peer),
+    m("repl_new_path", repl::new_path),
+    m("repl_connect", repl::connect),
+    m("repl_disconnect", repl::disconnect),
+    m("repl_primary", repl::primary),
+    m("repl_secondary", repl::secondary),
+    m("repl_down", repl::down),
+    m("repl_verify", repl::verify),
+    m("repl_status", repl::status),
+    m("repl_create_md", repl::create_md),
+    m("repl_new_current_uuid", repl::new_current_uuid),
 ];
 
 /// Looks a method up by its wire name.

@@ -13,6 +13,7 @@ pub mod methods;
 pub mod nvmf;
 pub mod params;
 pub mod raid;
+pub mod repl;
 
 pub use error::RpcError;
 pub use methods::{find, Method, METHODS};

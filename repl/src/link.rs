@@ -1,0 +1,405 @@
+//! An established connection to one peer: its two TCP streams on the home core's io_uring.
+//!
+//! The *data* stream carries writes, barriers, resync data, bitmaps and verify traffic; the
+//! *meta* stream carries acks and pings, so an ack never queues behind bulk data. Each stream
+//! batches what is queued during one reactor iteration into one `sendmsg`, and parses what
+//! arrives with [`crate::wire`]: header, fixed body, then block data straight into a DMA
+//! buffer that goes on to the disk. Packets are handed to the resource's dispatcher; any
+//! error (socket, parse, protocol) ends the link, and the resource decides what that means.
+
+use crate::options::Protocol;
+use crate::wire::{Cmd, Header, Packet, HEADER_LEN};
+use oxstor_bdev::IoBuf;
+use oxstor_reactor::net::{flush_later, Flush, RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket};
+use oxstor_reactor::{DmaBuf, PollStatus, PollerId};
+use std::cell::{Cell, RefCell};
+use std::os::fd::OwnedFd;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+/// Bytes queued on a stream: a packet header+body, or block data shared with a local write,
+/// or block data read for the peer.
+pub enum Seg {
+    Bytes(Vec<u8>),
+    Shared(Rc<IoBuf>),
+    Dma(DmaBuf),
+}
+
+impl Segment for Seg {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Bytes(b) => b,
+            Seg::Shared(b) => b.as_slice(),
+            Seg::Dma(d) => d.as_slice(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Data,
+    Meta,
+}
+
+/// What the link reports to its owner (the resource, on the same core).
+pub trait LinkEvents {
+    /// A packet arrived; `data` holds the block data of Data/RsData. Returning `Err` ends the
+    /// link with that reason.
+    fn packet(&self, link: &Rc<Link>, kind: StreamKind, pkt: Packet, data: Option<DmaBuf>) -> Result<(), String>;
+    /// Block data of these write requests is on the wire (protocol A's completion point).
+    fn data_sent(&self, link: &Rc<Link>, ids: &[u64]);
+    /// The link is gone.
+    fn lost(&self, link: &Rc<Link>, reason: &str);
+}
+
+enum Stage {
+    Header,
+    Body(Header),
+    Data(Packet),
+}
+
+pub struct Stream {
+    kind: StreamKind,
+    link: RefCell<Weak<Link>>,
+    sock: Rc<TcpSocket<Seg>>,
+    queue: RefCell<Vec<Seg>>,
+    queued_ids: RefCell<Vec<u64>>,
+    sending_ids: RefCell<Vec<u64>>,
+    sending: Cell<bool>,
+    flush_asked: Cell<bool>,
+    stage: RefCell<Stage>,
+    paused: Cell<bool>,
+    /// A header/body receive that is waiting while the stream is paused.
+    parked: Cell<bool>,
+}
+
+impl Stream {
+    fn new(kind: StreamKind, fd: OwnedFd) -> Rc<Stream> {
+        let peer = oxstor_reactor::net::peer_of(&fd);
+        let s = Rc::new(Stream {
+            kind,
+            link: RefCell::new(Weak::new()),
+            sock: TcpSocket::new(fd, peer),
+            queue: RefCell::new(Vec::new()),
+            queued_ids: RefCell::new(Vec::new()),
+            sending_ids: RefCell::new(Vec::new()),
+            sending: Cell::new(false),
+            flush_asked: Cell::new(false),
+            stage: RefCell::new(Stage::Header),
+            paused: Cell::new(false),
+            parked: Cell::new(false),
+        });
+        let weak: Weak<dyn SocketEvents<Seg>> = Rc::downgrade(&(s.clone() as Rc<dyn SocketEvents<Seg>>));
+        s.sock.set_events(weak);
+        s
+    }
+
+    fn link(&self) -> Option<Rc<Link>> {
+        self.link.borrow().upgrade()
+    }
+
+    /// Queues a packet; it goes out at the end of this reactor iteration.
+    pub fn send(self: &Rc<Self>, pkt: &Packet) {
+        self.queue.borrow_mut().push(Seg::Bytes(pkt.encode(0, 0)));
+        self.ask_flush();
+    }
+
+    /// Queues a Data/RsData packet with its block data; `id` is reported by `data_sent`.
+    pub fn send_with_data(self: &Rc<Self>, pkt: &Packet, data: Seg, id: Option<u64>) {
+        let len = data.bytes().len() as u32;
+        let mut q = self.queue.borrow_mut();
+        q.push(Seg::Bytes(pkt.encode(0, len)));
+        q.push(data);
+        drop(q);
+        if let Some(id) = id {
+            self.queued_ids.borrow_mut().push(id);
+        }
+        self.ask_flush();
+    }
+
+    fn ask_flush(self: &Rc<Self>) {
+        if !self.flush_asked.replace(true) {
+            flush_later(self.clone());
+        }
+    }
+
+    fn start_recv(&self, len: usize, waitall: bool) {
+        let buf = RecvBuf {
+            mem: RecvMem::Heap(vec![0u8; len].into_boxed_slice()),
+            offset: 0,
+            len,
+        };
+        self.sock.recv(buf, waitall);
+    }
+
+    fn recv_header(&self) {
+        if self.paused.get() {
+            self.parked.set(true);
+            return;
+        }
+        *self.stage.borrow_mut() = Stage::Header;
+        self.start_recv(HEADER_LEN, false);
+    }
+
+    /// Stops reading after the current packet (a receiver draining an epoch).
+    pub fn pause(&self) {
+        self.paused.set(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.set(false);
+        if self.parked.replace(false) {
+            self.recv_header();
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        if let Some(l) = self.link() {
+            l.fail(&reason);
+        }
+    }
+
+    fn on_complete_buffer(&self, buf: RecvBuf) {
+        let stage = std::mem::replace(&mut *self.stage.borrow_mut(), Stage::Header);
+        match stage {
+            Stage::Header => {
+                let RecvMem::Heap(bytes) = &buf.mem else { return };
+                let Ok(arr) = <&[u8; HEADER_LEN]>::try_from(&bytes[..]) else { return };
+                let hdr = match Header::parse(arr) {
+                    Ok(h) => h,
+                    Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
+                };
+                let body = if hdr.cmd.carries_data() { hdr.cmd.body_len() } else { hdr.len as usize };
+                if body == 0 {
+                    return self.dispatch(&hdr, &[], None);
+                }
+                *self.stage.borrow_mut() = Stage::Body(hdr);
+                self.start_recv(body, true);
+            }
+            Stage::Body(hdr) => {
+                let RecvMem::Heap(bytes) = &buf.mem else { return };
+                let pkt = match Packet::parse(&hdr, bytes) {
+                    Ok(p) => p,
+                    Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
+                };
+                if hdr.cmd.carries_data() {
+                    let len = hdr.len as usize - hdr.cmd.body_len();
+                    if len == 0 {
+                        return self.fail(format!("{:?} without data", hdr.cmd));
+                    }
+                    let Some(dma) = DmaBuf::alloc(len) else {
+                        return self.fail(format!("no {len}-byte buffer for incoming data"));
+                    };
+                    *self.stage.borrow_mut() = Stage::Data(pkt);
+                    self.sock.recv(RecvBuf { mem: RecvMem::Dma(dma), offset: 0, len }, true);
+                } else {
+                    self.deliver(pkt, None);
+                }
+            }
+            Stage::Data(pkt) => {
+                let RecvMem::Dma(dma) = buf.mem else { return };
+                self.deliver(pkt, Some(dma));
+            }
+        }
+    }
+
+    fn dispatch(&self, hdr: &Header, body: &[u8], data: Option<DmaBuf>) {
+        match Packet::parse(hdr, body) {
+            Ok(p) => self.deliver(p, data),
+            Err(e) => self.fail(format!("{:?} stream: {e}", self.kind)),
+        }
+    }
+
+    fn deliver(&self, pkt: Packet, data: Option<DmaBuf>) {
+        let Some(link) = self.link() else { return };
+        if link.dead.get() {
+            return;
+        }
+        link.last_rx_ns.set(oxstor_reactor::clock::now_ns());
+        let Some(ev) = link.events.upgrade() else { return };
+        if let Err(reason) = ev.packet(&link, self.kind, pkt, data) {
+            link.fail(&reason);
+            return;
+        }
+        if !link.dead.get() {
+            self.recv_header();
+        }
+    }
+}
+
+impl SocketEvents<Seg> for Stream {
+    fn received(&self, mut buf: RecvBuf, result: i32) {
+        if result <= 0 {
+            let why = if result == 0 { "peer closed the connection".to_string() } else { format!("receive failed: errno {}", -result) };
+            return self.fail(format!("{:?} stream: {why}", self.kind));
+        }
+        let got = result as usize;
+        if got < buf.len {
+            // A short read: ask for the rest of this piece.
+            buf.offset += got;
+            buf.len -= got;
+            self.sock.recv(buf, true);
+            return;
+        }
+        // Reassemble the view of the full piece for parsing.
+        let total = buf.offset + buf.len;
+        buf.offset = 0;
+        buf.len = total;
+        self.on_complete_buffer(buf);
+    }
+
+    fn sent(&self, _segments: Vec<Seg>, result: i32) {
+        self.sending.set(false);
+        let ids = std::mem::take(&mut *self.sending_ids.borrow_mut());
+        if result < 0 {
+            return self.fail(format!("{:?} stream: send failed: errno {}", self.kind, -result));
+        }
+        if let Some(link) = self.link() {
+            if !ids.is_empty() && !link.dead.get() {
+                if let Some(ev) = link.events.upgrade() {
+                    ev.data_sent(&link, &ids);
+                }
+            }
+        }
+        if !self.queue.borrow().is_empty() {
+            self.flush_now();
+        }
+    }
+}
+
+impl Stream {
+    fn flush_now(&self) {
+        if self.sending.get() {
+            return;
+        }
+        let segs = std::mem::take(&mut *self.queue.borrow_mut());
+        if segs.is_empty() {
+            return;
+        }
+        *self.sending_ids.borrow_mut() = std::mem::take(&mut *self.queued_ids.borrow_mut());
+        self.sending.set(true);
+        self.sock.send(segs);
+    }
+}
+
+impl Flush for Stream {
+    fn flush(&self) {
+        self.flush_asked.set(false);
+        self.flush_now();
+    }
+}
+
+pub struct Link {
+    pub peer_node_id: u8,
+    pub protocol: Protocol,
+    pub data: Rc<Stream>,
+    pub meta: Rc<Stream>,
+    events: Weak<dyn LinkEvents>,
+    pub dead: Cell<bool>,
+    last_rx_ns: Cell<u64>,
+    ping_sent_ns: Cell<Option<u64>>,
+    ping_int: Duration,
+    ping_timeout: Duration,
+    poller: Cell<Option<PollerId>>,
+    /// Told when the link dies (the connector thread waits on it to reconnect).
+    lost_tx: RefCell<Option<std::sync::mpsc::Sender<String>>>,
+}
+
+impl Link {
+    /// Adopts the two connected sockets on the calling (home) reactor and starts receiving.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        peer_node_id: u8,
+        protocol: Protocol,
+        data_fd: OwnedFd,
+        meta_fd: OwnedFd,
+        events: Weak<dyn LinkEvents>,
+        ping_int: Duration,
+        ping_timeout: Duration,
+        lost_tx: std::sync::mpsc::Sender<String>,
+    ) -> Rc<Link> {
+        let link = Rc::new(Link {
+            peer_node_id,
+            protocol,
+            data: Stream::new(StreamKind::Data, data_fd),
+            meta: Stream::new(StreamKind::Meta, meta_fd),
+            events,
+            dead: Cell::new(false),
+            last_rx_ns: Cell::new(oxstor_reactor::clock::now_ns()),
+            ping_sent_ns: Cell::new(None),
+            ping_int,
+            ping_timeout,
+            poller: Cell::new(None),
+            lost_tx: RefCell::new(Some(lost_tx)),
+        });
+        *link.data.link.borrow_mut() = Rc::downgrade(&link);
+        *link.meta.link.borrow_mut() = Rc::downgrade(&link);
+        let weak = Rc::downgrade(&link);
+        let period = (ping_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let id = oxstor_reactor::reactor::register_timed_poller("repl_ping", period, move || {
+            weak.upgrade().map_or(PollStatus::Idle, |l| l.tick())
+        });
+        link.poller.set(Some(id));
+        link
+    }
+
+    /// Starts the receive loops; called once the owner holds the link.
+    pub fn begin_receiving(&self) {
+        self.data.recv_header();
+        self.meta.recv_header();
+    }
+
+    fn tick(self: &Rc<Self>) -> PollStatus {
+        if self.dead.get() {
+            return PollStatus::Idle;
+        }
+        let now = oxstor_reactor::clock::now_ns();
+        if let Some(sent) = self.ping_sent_ns.get() {
+            if now.saturating_sub(sent) > self.ping_timeout.as_nanos() as u64 {
+                self.fail(&format!("PingAck did not arrive in time ({} ms)", self.ping_timeout.as_millis()));
+                return PollStatus::Busy;
+            }
+        } else if now.saturating_sub(self.last_rx_ns.get()) > self.ping_int.as_nanos() as u64 {
+            self.ping_sent_ns.set(Some(now));
+            self.meta.send(&Packet::Ping);
+        }
+        PollStatus::Idle
+    }
+
+    pub fn ping_acked(&self) {
+        self.ping_sent_ns.set(None);
+    }
+
+    /// Ends the link: closes both streams and tells the owner once.
+    pub fn fail(self: &Rc<Self>, reason: &str) {
+        if self.dead.replace(true) {
+            return;
+        }
+        self.data.sock.close();
+        self.meta.sock.close();
+        if let Some(id) = self.poller.take() {
+            oxstor_reactor::unregister_poller(id);
+        }
+        if let Some(ev) = self.events.upgrade() {
+            ev.lost(self, reason);
+        }
+        if let Some(tx) = self.lost_tx.borrow_mut().take() {
+            let _ = tx.send(reason.to_string());
+        }
+    }
+
+    pub fn stream(&self, kind: StreamKind) -> &Rc<Stream> {
+        match kind {
+            StreamKind::Data => &self.data,
+            StreamKind::Meta => &self.meta,
+        }
+    }
+}
+
+/// Whether a command belongs on the meta stream.
+pub fn is_meta(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::BarrierAck | Cmd::RecvAck | Cmd::WriteAck | Cmd::NegAck | Cmd::Ping | Cmd::PingAck | Cmd::RsWriteAck
+    )
+}

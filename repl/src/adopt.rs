@@ -73,13 +73,25 @@ impl Resource {
         }
         let vol = self.volume().ok_or(("no disk attached".to_string(), true))?;
         let now = self.local_view(&peer).ok_or(("no disk attached".to_string(), true))?;
-        if now.uuids != hs.sent_uuids {
+        // Blocks written meanwhile only grow the bitmap (exchanged after this); a different
+        // generation or flag would change the decision the peer is making right now.
+        let same = |a: &wire::Uuids, b: &wire::Uuids| {
+            a.current == b.current && a.bitmap == b.bitmap && a.history == b.history && a.flags == b.flags
+        };
+        if !same(&now.uuids, &hs.sent_uuids) {
             return Err(("our state changed during the handshake; retrying".into(), true));
         }
         let refuse = |why: String| -> Result<mpsc::Receiver<String>, (String, bool)> {
             tracing::error!("{}: connection to {} refused: {why}", self.name, peer.name);
             *peer.last_error.borrow_mut() = why.clone();
             peer.conn_state.set(ConnState::StandAlone);
+            // The connector stops retrying; a later `connect` starts a new one.
+            if let Some(c) = peer.connector.borrow_mut().take() {
+                c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(addr) = peer.listening.borrow_mut().take() {
+                crate::connect::unlisten(addr);
+            }
             Err((why, false))
         };
         if hs.peer_sizes.block_size != vol.block_size || hs.peer_sizes.data_blocks != vol.data_blocks {

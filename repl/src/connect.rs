@@ -47,10 +47,13 @@ struct Listener {
 }
 
 /// Sockets accepted for (resource, dialing node-id) wait here for their connector thread.
-static ROUTES: Mutex<Option<HashMap<(String, u32), Sender<Arrival>>>> = Mutex::new(None);
+static ROUTES: Mutex<Option<HashMap<(String, u32), (u64, Sender<Arrival>)>>> = Mutex::new(None);
+static NEXT_ROUTE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 static LISTENERS: Mutex<Option<HashMap<SocketAddr, Listener>>> = Mutex::new(None);
 
-fn routes() -> std::sync::MutexGuard<'static, Option<HashMap<(String, u32), Sender<Arrival>>>> {
+type RouteMap = HashMap<(String, u32), (u64, Sender<Arrival>)>;
+
+fn routes() -> std::sync::MutexGuard<'static, Option<RouteMap>> {
     ROUTES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -120,7 +123,7 @@ fn route(mut stream: TcpStream, from: SocketAddr) {
         }
     };
     let key = (init.resource.clone(), init.sender_node_id);
-    let tx = routes().as_ref().and_then(|m| m.get(&key).cloned());
+    let tx = routes().as_ref().and_then(|m| m.get(&key).map(|r| r.1.clone()));
     match tx {
         Some(tx) => {
             let _ = tx.send((cmd, stream));
@@ -183,14 +186,15 @@ impl Connector {
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let (tx, rx) = mpsc::channel();
+        let route = NEXT_ROUTE.fetch_add(1, Ordering::Relaxed);
         if target.my_node_id > target.peer_node_id {
             routes()
                 .get_or_insert_with(HashMap::new)
-                .insert((target.resource.clone(), target.peer_node_id as u32), tx);
+                .insert((target.resource.clone(), target.peer_node_id as u32), (route, tx));
         }
         let name = format!("repl-{}-{}", target.resource, target.peer_node_id);
         let _ = std::thread::Builder::new().name(name).spawn(move || {
-            connector_loop(target, rx, stop2, local_view, adopt);
+            connector_loop(target, route, rx, stop2, local_view, adopt);
         });
         Connector { stop }
     }
@@ -205,6 +209,7 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 
 fn connector_loop(
     t: PeerTarget,
+    route: u64,
     arrivals: Receiver<Arrival>,
     stop: Arc<AtomicBool>,
     local_view: impl Fn() -> Option<LocalView>,
@@ -251,7 +256,11 @@ fn connector_loop(
     }
     if t.my_node_id > t.peer_node_id {
         if let Some(m) = routes().as_mut() {
-            m.remove(&(t.resource.clone(), t.peer_node_id as u32));
+            let key = (t.resource.clone(), t.peer_node_id as u32);
+            // A newer connector for the same peer may have taken the route over.
+            if m.get(&key).is_some_and(|r| r.0 == route) {
+                m.remove(&key);
+            }
         }
     }
 }

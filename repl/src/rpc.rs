@@ -629,3 +629,47 @@ pub fn new_current_uuid(p: NewCurrentUuid) -> RpcResult {
         p.resource
     ))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSync {
+    pub resource: String,
+    #[serde(default = "default_wait")]
+    pub timeout_s: f64,
+}
+
+fn default_wait() -> f64 {
+    300.0
+}
+
+/// `drbdadm wait-sync`: waits until every peer is connected with no resync running (and the
+/// local disk UpToDate or the peers' disks UpToDate); errors on timeout or a StandAlone peer.
+pub fn wait_sync(p: WaitSync) -> RpcResult {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(p.timeout_s.clamp(0.0, 86400.0));
+    loop {
+        let state = with_resource(&p.resource, |r| {
+            let mut waiting = Vec::new();
+            for peer in r.peers.borrow().iter() {
+                match peer.conn_state.get() {
+                    ConnState::StandAlone => {
+                        return Err(format!(
+                            "{} is StandAlone{}",
+                            peer.name,
+                            if peer.last_error.borrow().is_empty() { String::new() } else { format!(": {}", peer.last_error.borrow()) }
+                        ))
+                    }
+                    ConnState::Connected if matches!(peer.repl_state.get(), ReplState::Established | ReplState::VerifyS | ReplState::VerifyT) => {}
+                    _ => waiting.push(format!("{} ({}, {})", peer.name, peer.conn_state.get(), peer.repl_state.get())),
+                }
+            }
+            Ok(waiting)
+        })?;
+        if state.is_empty() {
+            return Ok(Value::Bool(true));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {}", state.join(", ")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -82,6 +82,7 @@ pub const METHODS: &[Method] = &[
     m("repl_down", repl::down),
     m("repl_verify", repl::verify),
     m("repl_status", repl::status),
+    m("repl_wait_sync", repl::wait_sync),
     m("repl_create_md", repl::create_md),
     m("repl_new_current_uuid", repl::new_current_uuid),
 ];

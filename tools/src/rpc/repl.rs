@@ -41,4 +41,5 @@ adapter! {
     create_md => repl::create_md,
     new_current_uuid => repl::new_current_uuid,
     status => repl::status,
+    wait_sync => repl::wait_sync,
 }

@@ -12,7 +12,7 @@
 use clap::{Parser, Subcommand};
 use oxstor_repl::config::{self, plan, Config, ConfigError, Resource, RpcCall};
 use oxstor_tools::client::{Client, ClientError};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +99,13 @@ enum Cmd {
     Verify { resource: String },
     /// Write fresh metadata to the local disks.
     CreateMd { resource: String },
+    /// Wait until every peer is connected and no resync runs (drbdadm wait-sync).
+    WaitSync {
+        resource: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300.0)]
+        wait: f64,
+    },
     /// Start a new data generation (e.g. to skip the initial sync).
     NewCurrentUuid {
         resource: String,
@@ -221,6 +228,7 @@ fn run(args: &Args) -> Result<(), Fail> {
         | Cmd::Primary { resource, .. }
         | Cmd::Secondary { resource }
         | Cmd::NewCurrentUuid { resource, .. }
+        | Cmd::WaitSync { resource, .. }
         | Cmd::Dump { resource } => (resource, false, false, false),
         Cmd::Status { .. } => unreachable!("handled above"),
     };
@@ -260,6 +268,10 @@ fn run(args: &Args) -> Result<(), Fail> {
             Cmd::NewCurrentUuid { clear_bitmap, .. } => {
                 plan::plan_new_current_uuid(r, *clear_bitmap)
             }
+            Cmd::WaitSync { wait, .. } => vec![RpcCall {
+                method: "repl_wait_sync".into(),
+                params: json!({"resource": r.name, "timeout_s": wait}),
+            }],
             Cmd::Status { .. } | Cmd::Dump { .. } => unreachable!("handled above"),
         });
     }
@@ -281,8 +293,12 @@ fn run(args: &Args) -> Result<(), Fail> {
 }
 
 fn connect(args: &Args) -> Result<Client, Fail> {
+    let wait = match &args.cmd {
+        Cmd::WaitSync { wait, .. } => *wait + 5.0,
+        _ => 0.0,
+    };
     let timeout = (args.timeout > 0.0)
-        .then(|| Duration::try_from_secs_f64(args.timeout).ok())
+        .then(|| Duration::try_from_secs_f64(args.timeout.max(wait)).ok())
         .flatten();
     Client::connect(&args.socket, timeout).map_err(|e| Fail(EXIT_UNREACHABLE, e.to_string()))
 }

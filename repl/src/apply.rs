@@ -81,6 +81,19 @@ impl LinkEvents for Peer {
         }
     }
 
+    /// DRBD's ko-count: a peer that leaves a write unanswered for `ko-count × timeout` is
+    /// dropped (its blocks go to the bitmap) rather than stalling the Primary forever.
+    fn overdue(&self) -> Option<String> {
+        let res = self.resource.upgrade()?;
+        let idx = res.peer_index(self.node_id)?;
+        let limit = self.net.timeout.as_nanos() as u64 * self.net.ko_count as u64;
+        let oldest = res.oldest_unanswered(idx)?;
+        let waited = oxstor_reactor::clock::now_ns().saturating_sub(oldest);
+        (waited > limit).then(|| {
+            format!("a write waited {} ms for the peer's answer (ko-count × timeout)", waited / 1_000_000)
+        })
+    }
+
     fn lost(&self, link: &Rc<Link>, reason: &str) {
         let Some(res) = self.resource.upgrade() else { return };
         let Some(me) = res.peer(self.node_id) else { return };

@@ -50,6 +50,8 @@ pub trait LinkEvents {
     fn data_sent(&self, link: &Rc<Link>, ids: &[u64]);
     /// The link is gone.
     fn lost(&self, link: &Rc<Link>, reason: &str);
+    /// Called now and then: a reason to give up on the peer (answers overdue), if any.
+    fn overdue(&self) -> Option<String>;
 }
 
 enum Stage {
@@ -362,6 +364,10 @@ impl Link {
         } else if now.saturating_sub(self.last_rx_ns.get()) > self.ping_int.as_nanos() as u64 {
             self.ping_sent_ns.set(Some(now));
             self.meta.send(&Packet::Ping);
+        }
+        if let Some(why) = self.events.upgrade().and_then(|e| e.overdue()) {
+            self.fail(&why);
+            return PollStatus::Busy;
         }
         PollStatus::Idle
     }

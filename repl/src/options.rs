@@ -43,6 +43,7 @@ pub struct NetOptions {
     pub timeout: Duration,
     pub connect_int: Duration,
     pub max_epoch_size: u32,
+    pub ko_count: u32,
 }
 
 impl Default for NetOptions {
@@ -56,6 +57,7 @@ impl Default for NetOptions {
             timeout: Duration::from_secs(6),
             connect_int: Duration::from_secs(10),
             max_epoch_size: 2048,
+            ko_count: 7,
         }
     }
 }
@@ -115,7 +117,6 @@ const IGNORED_NET: &[&str] = &[
     "sndbuf-size",
     "rcvbuf-size",
     "max-buffers",
-    "ko-count",
     "after-sb-1pri",
     "after-sb-2pri",
     "rr-conflict",
@@ -181,6 +182,7 @@ pub fn parse_net(map: &OptionMap) -> Result<NetOptions, String> {
             "max-epoch-size" => {
                 o.max_epoch_size = positive(k, number(k, v)?)?.min(1 << 20) as u32
             }
+            "ko-count" => o.ko_count = positive(k, number(k, v)?)?.min(1000) as u32,
             "verify-alg" => {
                 if !v.trim().eq_ignore_ascii_case("crc32c") {
                     return Err(format!("verify-alg '{v}' is not supported (crc32c is)"));

@@ -38,6 +38,7 @@ pub(crate) struct WriteReq {
     pub wait_ack: Cell<u32>,
     /// Peers whose data stream still holds our bytes.
     pub wait_sent: Cell<u32>,
+    pub started_ns: u64,
 }
 
 #[derive(Default)]
@@ -254,6 +255,7 @@ impl Resource {
             local: Cell::new(None),
             wait_ack: Cell::new(0),
             wait_sent: Cell::new(0),
+            started_ns: oxstor_reactor::clock::now_ns(),
         });
         let flags = 0;
         let peers = self.peers.borrow().clone();
@@ -361,6 +363,18 @@ impl Resource {
         still.extend(newer);
         st.waiting = still;
         st.retrying = false;
+    }
+
+    /// When the oldest write still waiting for peer `peer_index` started (clock ns).
+    pub(crate) fn oldest_unanswered(&self, peer_index: usize) -> Option<u64> {
+        let bit = 1u32 << peer_index;
+        self.writes
+            .borrow()
+            .inflight
+            .values()
+            .filter(|r| (r.wait_ack.get() | r.wait_sent.get()) & bit != 0)
+            .map(|r| r.started_ns)
+            .min()
     }
 
     /// The peer's data stream sent these requests' bytes.

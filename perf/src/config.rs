@@ -50,18 +50,31 @@ pub const METHODS: &[(&str, Handler)] = &[
             .map(|names| Applied::Created(names.join(",")))
             .map_err(|e| bdev_err("bdev_nvme_attach_controller", e))
     }),
-    ("repl_new_resource", |p| repl("repl_new_resource", p, oxstor_repl::rpc::new_resource)),
+    ("repl_new_resource", |p| {
+        repl("repl_new_resource", p, oxstor_repl::rpc::new_resource)
+    }),
     ("repl_attach", |p| {
         let params: oxstor_repl::rpc::Attach = parse_params("repl_attach", p)?;
         let device = params.device.clone();
-        oxstor_repl::rpc::attach(params).map_err(|e| PerfError::run(format!("repl_attach failed: {e}")))?;
+        oxstor_repl::rpc::attach(params)
+            .map_err(|e| PerfError::run(format!("repl_attach failed: {e}")))?;
         Ok(Applied::Created(device))
     }),
-    ("repl_new_peer", |p| repl("repl_new_peer", p, oxstor_repl::rpc::new_peer)),
-    ("repl_new_path", |p| repl("repl_new_path", p, oxstor_repl::rpc::new_path)),
-    ("repl_connect", |p| repl("repl_connect", p, oxstor_repl::rpc::connect)),
-    ("repl_primary", |p| repl("repl_primary", p, oxstor_repl::rpc::primary)),
-    ("repl_wait_sync", |p| repl("repl_wait_sync", p, oxstor_repl::rpc::wait_sync)),
+    ("repl_new_peer", |p| {
+        repl("repl_new_peer", p, oxstor_repl::rpc::new_peer)
+    }),
+    ("repl_new_path", |p| {
+        repl("repl_new_path", p, oxstor_repl::rpc::new_path)
+    }),
+    ("repl_connect", |p| {
+        repl("repl_connect", p, oxstor_repl::rpc::connect)
+    }),
+    ("repl_primary", |p| {
+        repl("repl_primary", p, oxstor_repl::rpc::primary)
+    }),
+    ("repl_wait_sync", |p| {
+        repl("repl_wait_sync", p, oxstor_repl::rpc::wait_sync)
+    }),
     ("bdev_error_inject_error", |p| {
         let params: error::InjectParams = parse_params("bdev_error_inject_error", p)?;
         error::inject(&params).map_err(|e| bdev_err("bdev_error_inject_error", e))?;
@@ -113,7 +126,8 @@ fn repl<T: DeserializeOwned>(
     f: fn(T) -> Result<Value, String>,
 ) -> Result<Applied, PerfError> {
     let p: T = parse_params(method, params)?;
-    f(p).map(|_| Applied::Done).map_err(|e| PerfError::run(format!("{method} failed: {e}")))
+    f(p).map(|_| Applied::Done)
+        .map_err(|e| PerfError::run(format!("{method} failed: {e}")))
 }
 
 fn unknown(method: &str) -> PerfError {

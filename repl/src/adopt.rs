@@ -31,7 +31,10 @@ impl Resource {
             flags |= gen_flag::PRIMARY;
         }
         let disk = vol.disk_state.get();
-        if matches!(disk, DiskState::UpToDate | DiskState::Consistent | DiskState::Outdated) {
+        if matches!(
+            disk,
+            DiskState::UpToDate | DiskState::Consistent | DiskState::Outdated
+        ) {
             flags |= gen_flag::CONSISTENT;
         }
         if disk == DiskState::Outdated {
@@ -61,25 +64,45 @@ impl Resource {
                 block_size: vol.block_size,
                 max_transfer_blocks: crate::device::max_transfer_blocks(vol.block_size),
             },
-            state: wire::State { role: self.role.get().to_wire(), disk: disk.to_wire(), flags: 0 },
+            state: wire::State {
+                role: self.role.get().to_wire(),
+                disk: disk.to_wire(),
+                flags: 0,
+            },
         })
     }
 
     /// Installs a handshaken connection to `peer_node_id`. `Err((why, retry))`.
-    pub fn adopt(self: &Rc<Self>, peer_node_id: u8, hs: Handshaken) -> Result<mpsc::Receiver<String>, (String, bool)> {
-        let peer = self.peer(peer_node_id).ok_or(("the peer was removed".to_string(), false))?;
+    pub fn adopt(
+        self: &Rc<Self>,
+        peer_node_id: u8,
+        hs: Handshaken,
+    ) -> Result<mpsc::Receiver<String>, (String, bool)> {
+        let peer = self
+            .peer(peer_node_id)
+            .ok_or(("the peer was removed".to_string(), false))?;
         if peer.established_link().is_some() {
             return Err(("already connected".into(), true));
         }
-        let vol = self.volume().ok_or(("no disk attached".to_string(), true))?;
-        let now = self.local_view(&peer).ok_or(("no disk attached".to_string(), true))?;
+        let vol = self
+            .volume()
+            .ok_or(("no disk attached".to_string(), true))?;
+        let now = self
+            .local_view(&peer)
+            .ok_or(("no disk attached".to_string(), true))?;
         // Blocks written meanwhile only grow the bitmap (exchanged after this); a different
         // generation or flag would change the decision the peer is making right now.
         let same = |a: &wire::Uuids, b: &wire::Uuids| {
-            a.current == b.current && a.bitmap == b.bitmap && a.history == b.history && a.flags == b.flags
+            a.current == b.current
+                && a.bitmap == b.bitmap
+                && a.history == b.history
+                && a.flags == b.flags
         };
         if !same(&now.uuids, &hs.sent_uuids) {
-            return Err(("our state changed during the handshake; retrying".into(), true));
+            return Err((
+                "our state changed during the handshake; retrying".into(),
+                true,
+            ));
         }
         let refuse = |why: String| -> Result<mpsc::Receiver<String>, (String, bool)> {
             tracing::error!("{}: connection to {} refused: {why}", self.name, peer.name);
@@ -94,10 +117,15 @@ impl Resource {
             }
             Err((why, false))
         };
-        if hs.peer_sizes.block_size != vol.block_size || hs.peer_sizes.data_blocks != vol.data_blocks {
+        if hs.peer_sizes.block_size != vol.block_size
+            || hs.peer_sizes.data_blocks != vol.data_blocks
+        {
             return refuse(format!(
                 "disk sizes differ: ours {} blocks of {} bytes, the peer's {} blocks of {} bytes",
-                vol.data_blocks, vol.block_size, hs.peer_sizes.data_blocks, hs.peer_sizes.block_size
+                vol.data_blocks,
+                vol.block_size,
+                hs.peer_sizes.data_blocks,
+                hs.peer_sizes.block_size
             ));
         }
         let peer_role = Role::from_wire(hs.peer_state.role);
@@ -108,7 +136,7 @@ impl Resource {
         let them = view(peer_node_id, &hs.peer_uuids);
         let policy = match peer.discard_node {
             Some(n) => AfterSb::DiscardNode(n),
-            None => peer.net.after_sb_0pri.clone(),
+            None => peer.net.after_sb_0pri,
         };
         let decision = generation::decide(&me, &them, &policy);
         let (source, full) = match decision {
@@ -121,7 +149,11 @@ impl Resource {
                     self.name,
                     peer.name,
                     policy,
-                    if r == Resolution::IAmSource { "keeps its changes (sync source)" } else { "discards its changes (sync target)" }
+                    if r == Resolution::IAmSource {
+                        "keeps its changes (sync source)"
+                    } else {
+                        "discards its changes (sync target)"
+                    }
                 );
                 (Some(r == Resolution::IAmSource), false)
             }
@@ -167,7 +199,13 @@ impl Resource {
         peer.tl.borrow_mut().clear();
         peer.rx_epochs.borrow_mut().clear();
         peer.rx_base.set(0);
-        if self.role.get() == Role::Primary && self.peers.borrow().iter().all(|p| p.established_link().is_some()) {
+        if self.role.get() == Role::Primary
+            && self
+                .peers
+                .borrow()
+                .iter()
+                .all(|p| p.established_link().is_some())
+        {
             self.need_new_gen.set(false);
         }
         tracing::info!(
@@ -185,7 +223,8 @@ impl Resource {
             None => {
                 peer.repl_state.set(ReplState::Established);
                 // Two fresh disks stay Inconsistent until one is forced Primary.
-                if hs.peer_uuids.current != UUID_JUST_CREATED && vol.disk_state.get() == DiskState::Inconsistent
+                if hs.peer_uuids.current != UUID_JUST_CREATED
+                    && vol.disk_state.get() == DiskState::Inconsistent
                     && DiskState::from_wire(hs.peer_state.disk) == DiskState::UpToDate
                     && hs.peer_uuids.current & !1 == vol.sb.borrow().current_uuid & !1
                 {
@@ -199,7 +238,13 @@ impl Resource {
     }
 
     /// Starts a resync with `peer` in the given direction and sends our bitmap for it.
-    pub(crate) fn begin_resync(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>, is_source: bool, full: bool) {
+    pub(crate) fn begin_resync(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        link: &Rc<Link>,
+        is_source: bool,
+        full: bool,
+    ) {
         let Some(vol) = self.volume() else { return };
         {
             let mut bms = vol.bitmaps.borrow_mut();
@@ -219,7 +264,12 @@ impl Resource {
             vol.persist_sb(|_| {});
         }
         // Send our side of the bitmap; the two are merged on both nodes.
-        let words: Vec<u64> = vol.bitmaps.borrow().get(peer.slot).map(|b| b.words().to_vec()).unwrap_or_default();
+        let words: Vec<u64> = vol
+            .bitmaps
+            .borrow()
+            .get(peer.slot)
+            .map(|b| b.words().to_vec())
+            .unwrap_or_default();
         let total_bits = vol.layout.bits;
         const WORDS_PER_PACKET: usize = 8192;
         let chunks = words.len().div_ceil(WORDS_PER_PACKET).max(1);

@@ -17,7 +17,13 @@ use oxstor_reactor::DmaBuf;
 use std::rc::Rc;
 
 impl LinkEvents for Peer {
-    fn packet(&self, link: &Rc<Link>, kind: StreamKind, pkt: Packet, data: Option<DmaBuf>) -> Result<(), String> {
+    fn packet(
+        &self,
+        link: &Rc<Link>,
+        kind: StreamKind,
+        pkt: Packet,
+        data: Option<DmaBuf>,
+    ) -> Result<(), String> {
         let res = self.resource.upgrade().ok_or("resource gone")?;
         let me = res.peer(self.node_id).ok_or("peer gone")?;
         let expected_meta = crate::link::is_meta(pkt.cmd());
@@ -25,12 +31,16 @@ impl LinkEvents for Peer {
             return Err(format!("{:?} arrived on the {kind:?} stream", pkt.cmd()));
         }
         match pkt {
-            Packet::Data(d) => res.receive_write(&me, link, d, data.ok_or("Data without block data")?),
+            Packet::Data(d) => {
+                res.receive_write(&me, link, d, data.ok_or("Data without block data")?)
+            }
             Packet::Barrier(b) => {
                 res.receive_barrier(&me, link, b);
                 Ok(())
             }
-            Packet::RsData(r) => res.receive_resync_data(&me, link, r, data.ok_or("RsData without block data")?),
+            Packet::RsData(r) => {
+                res.receive_resync_data(&me, link, r, data.ok_or("RsData without block data")?)
+            }
             Packet::Bitmap(b) => res.receive_bitmap(&me, b),
             Packet::SyncDone(s) => res.receive_sync_done(&me, s),
             Packet::OvRequest(r) => res.receive_verify_request(&me, link, r),
@@ -70,12 +80,17 @@ impl LinkEvents for Peer {
                 link.ping_acked();
                 Ok(())
             }
-            other => Err(format!("unexpected {:?} on an established link", other.cmd())),
+            other => Err(format!(
+                "unexpected {:?} on an established link",
+                other.cmd()
+            )),
         }
     }
 
     fn data_sent(&self, _link: &Rc<Link>, ids: &[u64]) {
-        let Some(res) = self.resource.upgrade() else { return };
+        let Some(res) = self.resource.upgrade() else {
+            return;
+        };
         if let Some(idx) = res.peer_index(self.node_id) {
             res.on_data_sent(idx, ids);
         }
@@ -90,43 +105,74 @@ impl LinkEvents for Peer {
         let oldest = res.oldest_unanswered(idx)?;
         let waited = oxstor_reactor::clock::now_ns().saturating_sub(oldest);
         (waited > limit).then(|| {
-            format!("a write waited {} ms for the peer's answer (ko-count × timeout)", waited / 1_000_000)
+            format!(
+                "a write waited {} ms for the peer's answer (ko-count × timeout)",
+                waited / 1_000_000
+            )
         })
     }
 
     fn lost(&self, link: &Rc<Link>, reason: &str) {
-        let Some(res) = self.resource.upgrade() else { return };
-        let Some(me) = res.peer(self.node_id) else { return };
+        let Some(res) = self.resource.upgrade() else {
+            return;
+        };
+        let Some(me) = res.peer(self.node_id) else {
+            return;
+        };
         res.link_lost(&me, link, reason);
     }
 }
 
 impl Resource {
-    fn check_range(&self, offset: u64, blocks: u64, bytes: usize) -> Result<Rc<crate::volume::Volume>, String> {
+    fn check_range(
+        &self,
+        offset: u64,
+        blocks: u64,
+        bytes: usize,
+    ) -> Result<Rc<crate::volume::Volume>, String> {
         let vol = self.volume().ok_or("no disk attached")?;
         let end = offset.checked_add(blocks).ok_or("block range overflows")?;
         if blocks == 0 || end > vol.data_blocks {
-            return Err(format!("blocks {offset}+{blocks} lie outside the {}-block device", vol.data_blocks));
+            return Err(format!(
+                "blocks {offset}+{blocks} lie outside the {}-block device",
+                vol.data_blocks
+            ));
         }
         if bytes as u64 != blocks * vol.block_size as u64 {
-            return Err(format!("{bytes} data bytes for {blocks} blocks of {}", vol.block_size));
+            return Err(format!(
+                "{bytes} data bytes for {blocks} blocks of {}",
+                vol.block_size
+            ));
         }
         Ok(vol)
     }
 
-    fn receive_write(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>, d: Data, buf: DmaBuf) -> Result<(), String> {
+    fn receive_write(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        link: &Rc<Link>,
+        d: Data,
+        buf: DmaBuf,
+    ) -> Result<(), String> {
         if self.role.get() == Role::Primary {
             return Err("the peer sent a write but this node is Primary".into());
         }
         let vol = self.check_range(d.offset_blocks, d.num_blocks as u64, buf.len())?;
         let protocol = link.protocol;
         if protocol == Protocol::B {
-            link.meta.send(&Packet::RecvAck(Ack { block_id: d.block_id, seq: d.seq, status: 0 }));
+            link.meta.send(&Packet::RecvAck(Ack {
+                block_id: d.block_id,
+                seq: d.seq,
+                status: 0,
+            }));
         }
         let epoch_index = {
             let mut eps = peer.rx_epochs.borrow_mut();
             if eps.back().is_none_or(|e| e.barrier.is_some()) {
-                eps.push_back(RxEpoch { barrier: None, pending: 0 });
+                eps.push_back(RxEpoch {
+                    barrier: None,
+                    pending: 0,
+                });
             }
             if let Some(back) = eps.back_mut() {
                 back.pending += 1;
@@ -139,17 +185,35 @@ impl Resource {
         let me = self.clone();
         let peer2 = peer.clone();
         let link2 = link.clone();
-        let io = BdevIo::new(IoType::Write, d.offset_blocks, d.num_blocks as u64, IoBuf::Dma(buf));
+        let io = BdevIo::new(
+            IoType::Write,
+            d.offset_blocks,
+            d.num_blocks as u64,
+            IoBuf::Dma(buf),
+        );
         channel.submit(
             io,
             OnDone::new(move |io| {
                 let ok = io.status.is_success();
                 if protocol == Protocol::C || !ok {
-                    let ack = Ack { block_id: d.block_id, seq: d.seq, status: if ok { 0 } else { errno_of(&io) } };
-                    link2.meta.send(&if ok { Packet::WriteAck(ack) } else { Packet::NegAck(ack) });
+                    let ack = Ack {
+                        block_id: d.block_id,
+                        seq: d.seq,
+                        status: if ok { 0 } else { errno_of(&io) },
+                    };
+                    link2.meta.send(&if ok {
+                        Packet::WriteAck(ack)
+                    } else {
+                        Packet::NegAck(ack)
+                    });
                 }
                 if !ok {
-                    tracing::error!("{}: replicated write at block {} failed: {:?}", me.name, d.offset_blocks, io.status);
+                    tracing::error!(
+                        "{}: replicated write at block {} failed: {:?}",
+                        me.name,
+                        d.offset_blocks,
+                        io.status
+                    );
                 }
                 me.rx_epoch_done(&peer2, &link2, epoch_index);
             }),
@@ -163,7 +227,10 @@ impl Resource {
             let mut eps = peer.rx_epochs.borrow_mut();
             match eps.back_mut() {
                 Some(e) if e.barrier.is_none() => e.barrier = Some(b.epoch),
-                _ => eps.push_back(RxEpoch { barrier: Some(b.epoch), pending: 0 }),
+                _ => eps.push_back(RxEpoch {
+                    barrier: Some(b.epoch),
+                    pending: 0,
+                }),
             }
             let draining = eps.back().is_some_and(|e| e.pending > 0);
             if draining && link.protocol != Protocol::C {
@@ -186,11 +253,15 @@ impl Resource {
 
     fn ack_finished_epochs(&self, peer: &Peer, link: &Rc<Link>) {
         let mut eps = peer.rx_epochs.borrow_mut();
-        while eps.front().is_some_and(|e| e.barrier.is_some() && e.pending == 0) {
+        while eps
+            .front()
+            .is_some_and(|e| e.barrier.is_some() && e.pending == 0)
+        {
             let Some(e) = eps.pop_front() else { break };
             peer.rx_base.set(peer.rx_base.get() + 1);
             if let Some(epoch) = e.barrier {
-                link.meta.send(&Packet::BarrierAck(Barrier { epoch, set_size: 0 }));
+                link.meta
+                    .send(&Packet::BarrierAck(Barrier { epoch, set_size: 0 }));
             }
         }
         if eps.iter().all(|e| e.barrier.is_none() || e.pending == 0) {
@@ -200,7 +271,10 @@ impl Resource {
 
     pub(crate) fn mark_out_of_sync(&self, peer: &Peer, offset: u64, blocks: u64) {
         let Some(vol) = self.volume() else { return };
-        let (a, b) = vol.bit_range(offset.min(vol.data_blocks), blocks.min(vol.data_blocks - offset.min(vol.data_blocks)));
+        let (a, b) = vol.bit_range(
+            offset.min(vol.data_blocks),
+            blocks.min(vol.data_blocks - offset.min(vol.data_blocks)),
+        );
         let mut bms = vol.bitmaps.borrow_mut();
         if let Some(bm) = bms.get_mut(peer.slot) {
             bm.set_range(a, b);
@@ -209,7 +283,11 @@ impl Resource {
 
     /// A link ended, for whatever reason.
     pub(crate) fn link_lost(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>, reason: &str) {
-        let current = peer.link.borrow().as_ref().is_some_and(|l| Rc::ptr_eq(l, link));
+        let current = peer
+            .link
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| Rc::ptr_eq(l, link));
         if !current {
             return;
         }
@@ -217,7 +295,11 @@ impl Resource {
         tracing::warn!("{}: connection to {} lost: {reason}", self.name, peer.name);
         *peer.last_error.borrow_mut() = reason.to_string();
         let keep_trying = peer.connector.borrow().is_some();
-        peer.conn_state.set(if keep_trying { ConnState::Connecting } else { ConnState::StandAlone });
+        peer.conn_state.set(if keep_trying {
+            ConnState::Connecting
+        } else {
+            ConnState::StandAlone
+        });
         let was = peer.repl_state.replace(ReplState::Off);
         peer.peer_role.set(Role::Unknown);
         peer.peer_disk.set(DiskState::DUnknown);
@@ -234,7 +316,11 @@ impl Resource {
             }
         }
         if was == ReplState::SyncTarget {
-            tracing::warn!("{}: resync from {} interrupted; the disk stays Inconsistent", self.name, peer.name);
+            tracing::warn!(
+                "{}: resync from {} interrupted; the disk stays Inconsistent",
+                self.name,
+                peer.name
+            );
         }
         if let Some(vol) = self.volume() {
             vol.persist_bitmaps(|_| {});

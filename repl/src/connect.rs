@@ -24,19 +24,22 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn read_packet(s: &mut TcpStream) -> Result<(Header, Packet), String> {
     let mut hb = [0u8; HEADER_LEN];
-    s.read_exact(&mut hb).map_err(|e| format!("reading a packet header: {e}"))?;
+    s.read_exact(&mut hb)
+        .map_err(|e| format!("reading a packet header: {e}"))?;
     let hdr = Header::parse(&hb).map_err(|e| e.to_string())?;
     if hdr.cmd.carries_data() {
         return Err(format!("unexpected {:?} during the handshake", hdr.cmd));
     }
     let mut body = vec![0u8; hdr.len as usize];
-    s.read_exact(&mut body).map_err(|e| format!("reading a {:?} body: {e}", hdr.cmd))?;
+    s.read_exact(&mut body)
+        .map_err(|e| format!("reading a {:?} body: {e}", hdr.cmd))?;
     let pkt = Packet::parse(&hdr, &body).map_err(|e| e.to_string())?;
     Ok((hdr, pkt))
 }
 
 pub fn write_packet(s: &mut TcpStream, p: &Packet) -> Result<(), String> {
-    s.write_all(&p.encode(0, 0)).map_err(|e| format!("sending {:?}: {e}", p.cmd()))
+    s.write_all(&p.encode(0, 0))
+        .map_err(|e| format!("sending {:?}: {e}", p.cmd()))
 }
 
 type Arrival = (Cmd, TcpStream);
@@ -47,7 +50,7 @@ struct Listener {
 }
 
 /// Sockets accepted for (resource, dialing node-id) wait here for their connector thread.
-static ROUTES: Mutex<Option<HashMap<(String, u32), (u64, Sender<Arrival>)>>> = Mutex::new(None);
+static ROUTES: Mutex<Option<RouteMap>> = Mutex::new(None);
 static NEXT_ROUTE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 static LISTENERS: Mutex<Option<HashMap<SocketAddr, Listener>>> = Mutex::new(None);
 
@@ -65,7 +68,18 @@ pub fn listen(addr: SocketAddr) -> Result<(), String> {
         l.users += 1;
         return Ok(());
     }
-    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // A listener just given up (unlisten) keeps its socket until its accept thread notices
+    // the stop flag (≤ 20 ms): wait for it rather than fail a quick disconnect/connect.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let listener = loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+    };
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -114,7 +128,10 @@ fn route(mut stream: TcpStream, from: SocketAddr) {
         Ok((h, Packet::InitialData(i))) => (h.cmd, i),
         Ok((h, Packet::InitialMeta(i))) => (h.cmd, i),
         Ok((h, _)) => {
-            tracing::warn!("replication connection from {from}: first packet is {:?}, not Initial; closed", h.cmd);
+            tracing::warn!(
+                "replication connection from {from}: first packet is {:?}, not Initial; closed",
+                h.cmd
+            );
             return;
         }
         Err(e) => {
@@ -123,7 +140,9 @@ fn route(mut stream: TcpStream, from: SocketAddr) {
         }
     };
     let key = (init.resource.clone(), init.sender_node_id);
-    let tx = routes().as_ref().and_then(|m| m.get(&key).map(|r| r.1.clone()));
+    let tx = routes()
+        .as_ref()
+        .and_then(|m| m.get(&key).map(|r| r.1.clone()));
     match tx {
         Some(tx) => {
             let _ = tx.send((cmd, stream));
@@ -188,9 +207,10 @@ impl Connector {
         let (tx, rx) = mpsc::channel();
         let route = NEXT_ROUTE.fetch_add(1, Ordering::Relaxed);
         if target.my_node_id > target.peer_node_id {
-            routes()
-                .get_or_insert_with(HashMap::new)
-                .insert((target.resource.clone(), target.peer_node_id as u32), (route, tx));
+            routes().get_or_insert_with(HashMap::new).insert(
+                (target.resource.clone(), target.peer_node_id as u32),
+                (route, tx),
+            );
         }
         let name = format!("repl-{}-{}", target.resource, target.peer_node_id);
         let _ = std::thread::Builder::new().name(name).spawn(move || {
@@ -219,7 +239,11 @@ fn connector_loop(
     let mut backoff = min_backoff;
     let mut last_error = String::new();
     while !stop.load(Ordering::Relaxed) {
-        let attempt = if t.my_node_id < t.peer_node_id { dial(&t) } else { await_dial(&arrivals, &stop) };
+        let attempt = if t.my_node_id < t.peer_node_id {
+            dial(&t)
+        } else {
+            await_dial(&arrivals, &stop)
+        };
         let result = attempt.and_then(|(d, m)| handshake(&t, d, m, &local_view));
         match result {
             Ok(hs) => match adopt(hs) {
@@ -230,7 +254,11 @@ fn connector_loop(
                     loop {
                         match lost.recv_timeout(Duration::from_millis(100)) {
                             Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                            Err(mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout)
+                                if stop.load(Ordering::Relaxed) =>
+                            {
+                                break
+                            }
                             Err(mpsc::RecvTimeoutError::Timeout) => {}
                         }
                     }
@@ -238,7 +266,11 @@ fn connector_loop(
                 }
                 Err((why, retry)) => {
                     if !retry {
-                        tracing::error!("{}: connection to node-id {} refused: {why}", t.resource, t.peer_node_id);
+                        tracing::error!(
+                            "{}: connection to node-id {} refused: {why}",
+                            t.resource,
+                            t.peer_node_id
+                        );
                         break;
                     }
                     last_error = why;
@@ -246,7 +278,12 @@ fn connector_loop(
             },
             Err(e) => {
                 if e != last_error {
-                    tracing::info!("{}: connecting to node-id {} ({}): {e}", t.resource, t.peer_node_id, t.remote);
+                    tracing::info!(
+                        "{}: connecting to node-id {} ({}): {e}",
+                        t.resource,
+                        t.peer_node_id,
+                        t.remote
+                    );
                 }
                 last_error = e;
             }
@@ -267,8 +304,10 @@ fn connector_loop(
 
 fn tune(s: &TcpStream) -> Result<(), String> {
     s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())
 }
 
 fn dial_one(t: &PeerTarget, first: Packet) -> Result<TcpStream, String> {
@@ -293,7 +332,10 @@ fn dial(t: &PeerTarget) -> Result<(TcpStream, TcpStream), String> {
     Ok((data, meta))
 }
 
-fn await_dial(arrivals: &Receiver<Arrival>, stop: &AtomicBool) -> Result<(TcpStream, TcpStream), String> {
+fn await_dial(
+    arrivals: &Receiver<Arrival>,
+    stop: &AtomicBool,
+) -> Result<(TcpStream, TcpStream), String> {
     let mut data = None;
     let mut meta = None;
     let started = Instant::now();
@@ -316,7 +358,10 @@ fn await_dial(arrivals: &Receiver<Arrival>, stop: &AtomicBool) -> Result<(TcpStr
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err("listener gone".into()),
         }
     }
-    let (d, m) = (data.unwrap_or_else(|| unreachable!()), meta.unwrap_or_else(|| unreachable!()));
+    let (d, m) = (
+        data.unwrap_or_else(|| unreachable!()),
+        meta.unwrap_or_else(|| unreachable!()),
+    );
     tune(&d)?;
     tune(&m)?;
     Ok((d, m))
@@ -331,7 +376,9 @@ fn handshake(
     let ours = Features {
         proto_min: wire::PROTO_MIN,
         proto_max: wire::PROTO_MAX,
-        feature_flags: wire::feature::WRITE_ZEROES | wire::feature::TRIM | wire::feature::ONLINE_VERIFY,
+        feature_flags: wire::feature::WRITE_ZEROES
+            | wire::feature::TRIM
+            | wire::feature::ONLINE_VERIFY,
         sender_node_id: t.my_node_id as u32,
         receiver_node_id: t.peer_node_id as u32,
     };
@@ -340,7 +387,9 @@ fn handshake(
         (_, Packet::Features(f)) => f,
         (h, _) => return Err(format!("expected Features, got {:?}", h.cmd)),
     };
-    if theirs.sender_node_id != t.peer_node_id as u32 || theirs.receiver_node_id != t.my_node_id as u32 {
+    if theirs.sender_node_id != t.peer_node_id as u32
+        || theirs.receiver_node_id != t.my_node_id as u32
+    {
         return Err(format!(
             "peer says it is node-id {} talking to {}; we expect node-id {} talking to {}",
             theirs.sender_node_id, theirs.receiver_node_id, t.peer_node_id, t.my_node_id

@@ -11,8 +11,8 @@
 use crate::resource::{local, Shared};
 use crate::state::DiskState;
 use oxstor_bdev::{
-    complete_later, registry, Bdev, BdevChannel, BdevEntry, BdevError, BdevIo, ConfigCall, Geometry, IoBuf, IoDone,
-    IoStatus, IoType,
+    complete_later, registry, Bdev, BdevChannel, BdevEntry, BdevError, BdevIo, ConfigCall,
+    Geometry, IoBuf, IoDone, IoStatus, IoType,
 };
 use oxstor_reactor::DmaBuf;
 use std::cell::RefCell;
@@ -37,7 +37,13 @@ pub struct ReplBdev {
 }
 
 impl ReplBdev {
-    pub fn register(name: &str, shared: Arc<Shared>, backing: Arc<BdevEntry>, block_size: u32, blocks: u64) -> Result<(), BdevError> {
+    pub fn register(
+        name: &str,
+        shared: Arc<Shared>,
+        backing: Arc<BdevEntry>,
+        block_size: u32,
+        blocks: u64,
+    ) -> Result<(), BdevError> {
         let mut geometry = Geometry::new(block_size, blocks);
         geometry.max_transfer_blocks = max_transfer_blocks(block_size);
         registry::register(Arc::new(ReplBdev {
@@ -76,7 +82,9 @@ impl Bdev for ReplBdev {
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
         let backing = self.backing.channel()?;
         let here = oxstor_reactor::core_index();
-        let home = (here == Some(self.shared.home)).then(|| local(&self.shared.name)).flatten();
+        let home = (here == Some(self.shared.home))
+            .then(|| local(&self.shared.name))
+            .flatten();
         Ok(Box::new(ReplChannel {
             shared: self.shared.clone(),
             backing,
@@ -178,7 +186,11 @@ fn relay(here: usize, shared: &Arc<Shared>, device: &str, io: Box<BdevIo>) {
             Err(_) => return answer(IoStatus::Failed(libc::ENODEV)),
         };
         let io = BdevIo::new(IoType::Write, offset, blocks, IoBuf::Dma(data));
-        channel.submit(io, Rc::new(RelayDone(RefCell::new(Some(Box::new(answer))))), 0);
+        channel.submit(
+            io,
+            Rc::new(RelayDone(RefCell::new(Some(Box::new(answer))))),
+            0,
+        );
     });
 }
 

@@ -10,7 +10,9 @@
 use crate::options::Protocol;
 use crate::wire::{Cmd, Header, Packet, HEADER_LEN};
 use oxstor_bdev::IoBuf;
-use oxstor_reactor::net::{flush_later, Flush, RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket};
+use oxstor_reactor::net::{
+    flush_later, Flush, RecvBuf, RecvMem, Segment, Socket, SocketEvents, TcpSocket,
+};
 use oxstor_reactor::{DmaBuf, PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
@@ -45,7 +47,13 @@ pub enum StreamKind {
 pub trait LinkEvents {
     /// A packet arrived; `data` holds the block data of Data/RsData. Returning `Err` ends the
     /// link with that reason.
-    fn packet(&self, link: &Rc<Link>, kind: StreamKind, pkt: Packet, data: Option<DmaBuf>) -> Result<(), String>;
+    fn packet(
+        &self,
+        link: &Rc<Link>,
+        kind: StreamKind,
+        pkt: Packet,
+        data: Option<DmaBuf>,
+    ) -> Result<(), String>;
     /// Block data of these write requests is on the wire (protocol A's completion point).
     fn data_sent(&self, link: &Rc<Link>, ids: &[u64]);
     /// The link is gone.
@@ -91,7 +99,8 @@ impl Stream {
             paused: Cell::new(false),
             parked: Cell::new(false),
         });
-        let weak: Weak<dyn SocketEvents<Seg>> = Rc::downgrade(&(s.clone() as Rc<dyn SocketEvents<Seg>>));
+        let weak: Weak<dyn SocketEvents<Seg>> =
+            Rc::downgrade(&(s.clone() as Rc<dyn SocketEvents<Seg>>));
         s.sock.set_events(weak);
         s
     }
@@ -165,13 +174,21 @@ impl Stream {
         let stage = std::mem::replace(&mut *self.stage.borrow_mut(), Stage::Header);
         match stage {
             Stage::Header => {
-                let RecvMem::Heap(bytes) = &buf.mem else { return };
-                let Ok(arr) = <&[u8; HEADER_LEN]>::try_from(&bytes[..]) else { return };
+                let RecvMem::Heap(bytes) = &buf.mem else {
+                    return;
+                };
+                let Ok(arr) = <&[u8; HEADER_LEN]>::try_from(&bytes[..]) else {
+                    return;
+                };
                 let hdr = match Header::parse(arr) {
                     Ok(h) => h,
                     Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
                 };
-                let body = if hdr.cmd.carries_data() { hdr.cmd.body_len() } else { hdr.len as usize };
+                let body = if hdr.cmd.carries_data() {
+                    hdr.cmd.body_len()
+                } else {
+                    hdr.len as usize
+                };
                 if body == 0 {
                     return self.dispatch(&hdr, &[], None);
                 }
@@ -179,7 +196,9 @@ impl Stream {
                 self.start_recv(body, true);
             }
             Stage::Body(hdr) => {
-                let RecvMem::Heap(bytes) = &buf.mem else { return };
+                let RecvMem::Heap(bytes) = &buf.mem else {
+                    return;
+                };
                 let pkt = match Packet::parse(&hdr, bytes) {
                     Ok(p) => p,
                     Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
@@ -193,7 +212,14 @@ impl Stream {
                         return self.fail(format!("no {len}-byte buffer for incoming data"));
                     };
                     *self.stage.borrow_mut() = Stage::Data(pkt);
-                    self.sock.recv(RecvBuf { mem: RecvMem::Dma(dma), offset: 0, len }, true);
+                    self.sock.recv(
+                        RecvBuf {
+                            mem: RecvMem::Dma(dma),
+                            offset: 0,
+                            len,
+                        },
+                        true,
+                    );
                 } else {
                     self.deliver(pkt, None);
                 }
@@ -218,7 +244,9 @@ impl Stream {
             return;
         }
         link.last_rx_ns.set(oxstor_reactor::clock::now_ns());
-        let Some(ev) = link.events.upgrade() else { return };
+        let Some(ev) = link.events.upgrade() else {
+            return;
+        };
         if let Err(reason) = ev.packet(&link, self.kind, pkt, data) {
             link.fail(&reason);
             return;
@@ -232,7 +260,11 @@ impl Stream {
 impl SocketEvents<Seg> for Stream {
     fn received(&self, mut buf: RecvBuf, result: i32) {
         if result <= 0 {
-            let why = if result == 0 { "peer closed the connection".to_string() } else { format!("receive failed: errno {}", -result) };
+            let why = if result == 0 {
+                "peer closed the connection".to_string()
+            } else {
+                format!("receive failed: errno {}", -result)
+            };
             return self.fail(format!("{:?} stream: {why}", self.kind));
         }
         let got = result as usize;
@@ -254,7 +286,10 @@ impl SocketEvents<Seg> for Stream {
         self.sending.set(false);
         let ids = std::mem::take(&mut *self.sending_ids.borrow_mut());
         if result < 0 {
-            return self.fail(format!("{:?} stream: send failed: errno {}", self.kind, -result));
+            return self.fail(format!(
+                "{:?} stream: send failed: errno {}",
+                self.kind, -result
+            ));
         }
         if let Some(link) = self.link() {
             if !ids.is_empty() && !link.dead.get() {
@@ -337,7 +372,8 @@ impl Link {
         *link.data.link.borrow_mut() = Rc::downgrade(&link);
         *link.meta.link.borrow_mut() = Rc::downgrade(&link);
         let weak = Rc::downgrade(&link);
-        let period = (ping_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let period =
+            (ping_timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
         let id = oxstor_reactor::reactor::register_timed_poller("repl_ping", period, move || {
             weak.upgrade().map_or(PollStatus::Idle, |l| l.tick())
         });
@@ -358,7 +394,10 @@ impl Link {
         let now = oxstor_reactor::clock::now_ns();
         if let Some(sent) = self.ping_sent_ns.get() {
             if now.saturating_sub(sent) > self.ping_timeout.as_nanos() as u64 {
-                self.fail(&format!("PingAck did not arrive in time ({} ms)", self.ping_timeout.as_millis()));
+                self.fail(&format!(
+                    "PingAck did not arrive in time ({} ms)",
+                    self.ping_timeout.as_millis()
+                ));
                 return PollStatus::Busy;
             }
         } else if now.saturating_sub(self.last_rx_ns.get()) > self.ping_int.as_nanos() as u64 {
@@ -406,6 +445,12 @@ impl Link {
 pub fn is_meta(cmd: Cmd) -> bool {
     matches!(
         cmd,
-        Cmd::BarrierAck | Cmd::RecvAck | Cmd::WriteAck | Cmd::NegAck | Cmd::Ping | Cmd::PingAck | Cmd::RsWriteAck
+        Cmd::BarrierAck
+            | Cmd::RecvAck
+            | Cmd::WriteAck
+            | Cmd::NegAck
+            | Cmd::Ping
+            | Cmd::PingAck
+            | Cmd::RsWriteAck
     )
 }

@@ -168,7 +168,9 @@ pub fn parse_net(map: &OptionMap) -> Result<NetOptions, String> {
                     o.discard_node_name = Some(name.to_string());
                     o.after_sb_0pri = AfterSb::Disconnect;
                 } else {
-                    o.after_sb_0pri = v.parse::<AfterSb>().map_err(|e| format!("after-sb-0pri: {e}"))?;
+                    o.after_sb_0pri = v
+                        .parse::<AfterSb>()
+                        .map_err(|e| format!("after-sb-0pri: {e}"))?;
                 }
             }
             // DRBD's unit is seconds for ping-int and connect-int, tenths of a second for
@@ -179,9 +181,7 @@ pub fn parse_net(map: &OptionMap) -> Result<NetOptions, String> {
             }
             "timeout" => o.timeout = Duration::from_millis(100 * positive(k, number(k, v)?)?),
             "connect-int" => o.connect_int = Duration::from_secs(positive(k, number(k, v)?)?),
-            "max-epoch-size" => {
-                o.max_epoch_size = positive(k, number(k, v)?)?.min(1 << 20) as u32
-            }
+            "max-epoch-size" => o.max_epoch_size = positive(k, number(k, v)?)?.min(1 << 20) as u32,
             "ko-count" => o.ko_count = positive(k, number(k, v)?)?.min(1000) as u32,
             "verify-alg" => {
                 if !v.trim().eq_ignore_ascii_case("crc32c") {
@@ -190,7 +190,9 @@ pub fn parse_net(map: &OptionMap) -> Result<NetOptions, String> {
             }
             "allow-two-primaries" => {
                 if v.trim() != "no" {
-                    return Err("allow-two-primaries is not supported: one Primary at a time".into());
+                    return Err(
+                        "allow-two-primaries is not supported: one Primary at a time".into(),
+                    );
                 }
             }
             "cram-hmac-alg" | "shared-secret" => {
@@ -232,12 +234,19 @@ mod tests {
     use super::*;
 
     fn map(kv: &[(&str, &str)]) -> OptionMap {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn net_defaults_and_units() {
-        let o = parse_net(&map(&[("protocol", "B"), ("ping-timeout", "5"), ("timeout", "60")])).unwrap();
+        let o = parse_net(&map(&[
+            ("protocol", "B"),
+            ("ping-timeout", "5"),
+            ("timeout", "60"),
+        ]))
+        .unwrap();
         assert_eq!(o.protocol, Protocol::B);
         assert_eq!(o.ping_timeout, Duration::from_millis(500));
         assert_eq!(o.timeout, Duration::from_secs(6));
@@ -247,18 +256,36 @@ mod tests {
 
     #[test]
     fn net_errors_are_clear() {
-        assert!(parse_net(&map(&[("protocol", "D")])).unwrap_err().contains("A, B or C"));
-        assert!(parse_net(&map(&[("bogus", "1")])).unwrap_err().contains("unknown net option"));
-        assert!(parse_net(&map(&[("ping-int", "x")])).unwrap_err().contains("not a number"));
+        assert!(parse_net(&map(&[("protocol", "D")]))
+            .unwrap_err()
+            .contains("A, B or C"));
+        assert!(parse_net(&map(&[("bogus", "1")]))
+            .unwrap_err()
+            .contains("unknown net option"));
+        assert!(parse_net(&map(&[("ping-int", "x")]))
+            .unwrap_err()
+            .contains("not a number"));
         assert!(parse_net(&map(&[("allow-two-primaries", "yes")])).is_err());
     }
 
     #[test]
     fn disk_sizes() {
-        assert_eq!(parse_disk(&map(&[("resync-rate", "100M")])).unwrap().resync_rate, 100 << 20);
-        assert_eq!(parse_disk(&map(&[("resync-rate", "250")])).unwrap().resync_rate, 250 << 10);
         assert_eq!(
-            parse_disk(&map(&[("resync-rate", "10M"), ("c-max-rate", "1G")])).unwrap().resync_rate,
+            parse_disk(&map(&[("resync-rate", "100M")]))
+                .unwrap()
+                .resync_rate,
+            100 << 20
+        );
+        assert_eq!(
+            parse_disk(&map(&[("resync-rate", "250")]))
+                .unwrap()
+                .resync_rate,
+            250 << 10
+        );
+        assert_eq!(
+            parse_disk(&map(&[("resync-rate", "10M"), ("c-max-rate", "1G")]))
+                .unwrap()
+                .resync_rate,
             10 << 20
         );
         assert!(parse_disk(&map(&[("resync-rate", "10Q")])).is_err());

@@ -111,6 +111,12 @@ pub struct SyncRun {
     pub samples: VecDeque<(Instant, u64)>,
 }
 
+/// A verify range in flight: (first block, blocks, the peer's digests, ours).
+pub type VerifyPending = (u64, u32, Option<Vec<u32>>, Option<Vec<u32>>);
+
+/// Ranges sent in one epoch, until the epoch's BarrierAck.
+pub type TlEpoch = (u32, Vec<(u64, u64)>);
+
 pub struct VerifyRun {
     pub next_block: u64,
     pub inflight: u32,
@@ -118,7 +124,7 @@ pub struct VerifyRun {
     pub out_of_sync: u64,
     pub started: Instant,
     /// block_id → (range, peer digests, local digests).
-    pub pending: HashMap<u64, (u64, u32, Option<Vec<u32>>, Option<Vec<u32>>)>,
+    pub pending: HashMap<u64, VerifyPending>,
     pub finished: bool,
 }
 
@@ -146,7 +152,7 @@ pub struct Peer {
     pub epoch_writes: Cell<u32>,
     pub close_epoch: Cell<bool>,
     pub seq: Cell<u32>,
-    pub tl: RefCell<VecDeque<(u32, Vec<(u64, u64)>)>>,
+    pub tl: RefCell<VecDeque<TlEpoch>>,
     // Receiving side.
     pub rx_epochs: RefCell<VecDeque<RxEpoch>>,
     pub rx_base: Cell<u64>,
@@ -160,7 +166,11 @@ impl Peer {
         if self.conn_state.get() != ConnState::Connected {
             return None;
         }
-        self.link.borrow().as_ref().filter(|l| !l.dead.get()).cloned()
+        self.link
+            .borrow()
+            .as_ref()
+            .filter(|l| !l.dead.get())
+            .cloned()
     }
 }
 
@@ -195,11 +205,18 @@ impl Resource {
     }
 
     pub fn peer(&self, node_id: u8) -> Option<Rc<Peer>> {
-        self.peers.borrow().iter().find(|p| p.node_id == node_id).cloned()
+        self.peers
+            .borrow()
+            .iter()
+            .find(|p| p.node_id == node_id)
+            .cloned()
     }
 
     pub fn peer_index(&self, node_id: u8) -> Option<usize> {
-        self.peers.borrow().iter().position(|p| p.node_id == node_id)
+        self.peers
+            .borrow()
+            .iter()
+            .position(|p| p.node_id == node_id)
     }
 
     pub fn set_disk_state(&self, s: DiskState) {
@@ -210,11 +227,14 @@ impl Resource {
     }
 
     pub fn disk_state(&self) -> DiskState {
-        self.volume().map_or(DiskState::Diskless, |v| v.disk_state.get())
+        self.volume()
+            .map_or(DiskState::Diskless, |v| v.disk_state.get())
     }
 
     pub fn set_role(&self, r: Role) {
         self.role.set(r);
-        self.shared.primary.store(r == Role::Primary, Ordering::Release);
+        self.shared
+            .primary
+            .store(r == Role::Primary, Ordering::Release);
     }
 }

@@ -44,10 +44,17 @@ impl Resource {
         }
     }
 
-    pub(crate) fn receive_bitmap(self: &Rc<Self>, peer: &Rc<Peer>, b: wire::Bitmap) -> Result<(), String> {
+    pub(crate) fn receive_bitmap(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        b: wire::Bitmap,
+    ) -> Result<(), String> {
         let vol = self.volume().ok_or("no disk attached")?;
         if b.total_bits != vol.layout.bits {
-            return Err(format!("peer's bitmap has {} bits, ours {}", b.total_bits, vol.layout.bits));
+            return Err(format!(
+                "peer's bitmap has {} bits, ours {}",
+                b.total_bits, vol.layout.bits
+            ));
         }
         if let Some(bm) = vol.bitmaps.borrow_mut().get_mut(peer.slot) {
             bm.or_words(b.first_word, &b.words);
@@ -72,12 +79,14 @@ impl Resource {
             if source {
                 let me = Rc::downgrade(self);
                 let p = Rc::downgrade(peer);
-                let id = oxstor_reactor::reactor::register_timed_poller("repl_resync", Duration::from_millis(1), move || {
-                    match (me.upgrade(), p.upgrade()) {
+                let id = oxstor_reactor::reactor::register_timed_poller(
+                    "repl_resync",
+                    Duration::from_millis(1),
+                    move || match (me.upgrade(), p.upgrade()) {
                         (Some(r), Some(p)) => r.resync_tick(&p),
                         _ => PollStatus::Idle,
-                    }
-                });
+                    },
+                );
                 peer.sync_poller.set(Some(id));
             }
         }
@@ -85,12 +94,18 @@ impl Resource {
     }
 
     fn resync_tick(self: &Rc<Self>, peer: &Rc<Peer>) -> PollStatus {
-        let Some(link) = peer.established_link() else { return PollStatus::Idle };
-        let Some(vol) = self.volume() else { return PollStatus::Idle };
+        let Some(link) = peer.established_link() else {
+            return PollStatus::Idle;
+        };
+        let Some(vol) = self.volume() else {
+            return PollStatus::Idle;
+        };
         let mut did = false;
         loop {
             let mut sync = peer.sync.borrow_mut();
-            let Some(run) = sync.as_mut() else { return PollStatus::Idle };
+            let Some(run) = sync.as_mut() else {
+                return PollStatus::Idle;
+            };
             if !run.peer_bitmap_in {
                 return PollStatus::Idle;
             }
@@ -105,7 +120,13 @@ impl Resource {
             }
             let bms = vol.bitmaps.borrow();
             let Some(bm) = bms.get(peer.slot) else { break };
-            let first = bm.next_set(run.next_bit).or_else(|| if run.next_bit > 0 { bm.next_set(0) } else { None });
+            let first = bm.next_set(run.next_bit).or_else(|| {
+                if run.next_bit > 0 {
+                    bm.next_set(0)
+                } else {
+                    None
+                }
+            });
             let Some(first) = first else {
                 drop(bms);
                 if run.inflight == 0 {
@@ -135,7 +156,8 @@ impl Resource {
                     // A host write holds part of this window; come back next tick.
                     break;
                 }
-                st.busy.push((off, off + blocks, RESYNC_TAG | peer.node_id as u64));
+                st.busy
+                    .push((off, off + blocks, RESYNC_TAG | peer.node_id as u64));
             }
             run.tokens -= bytes as f64;
             run.inflight += 1;
@@ -168,8 +190,14 @@ impl Resource {
                     link.fail("local read error during resync");
                     return;
                 }
-                let Some(buf) = io.buf.take().into_dma() else { return };
-                let pkt = Packet::RsData(RsData { offset_blocks: off, num_blocks: blocks as u32, block_id: off });
+                let Some(buf) = io.buf.take().into_dma() else {
+                    return;
+                };
+                let pkt = Packet::RsData(RsData {
+                    offset_blocks: off,
+                    num_blocks: blocks as u32,
+                    block_id: off,
+                });
                 link.data.send_with_data(&pkt, Seg::Dma(buf), None);
             }),
             0,
@@ -187,20 +215,34 @@ impl Resource {
             at.map(|i| st.busy.swap_remove(i))
         };
         let Some((s, e, _)) = window else {
-            return Err(format!("RsWriteAck for block {off}, which is not being resynced"));
+            return Err(format!(
+                "RsWriteAck for block {off}, which is not being resynced"
+            ));
         };
         if a.status != 0 {
-            return Err(format!("the peer failed to write resync data at block {off} (errno {})", a.status));
+            return Err(format!(
+                "the peer failed to write resync data at block {off} (errno {})",
+                a.status
+            ));
         }
         let (first, end) = vol.bit_range(s, e - s);
-        let cleared = vol.bitmaps.borrow_mut().get_mut(peer.slot).map_or(0, |bm| bm.clear_range(first, end));
+        let cleared = vol
+            .bitmaps
+            .borrow_mut()
+            .get_mut(peer.slot)
+            .map_or(0, |bm| bm.clear_range(first, end));
         if let Some(run) = peer.sync.borrow_mut().as_mut() {
             run.inflight = run.inflight.saturating_sub(1);
             run.done_bits += cleared;
             run.resynced_blocks += e - s;
             let now = Instant::now();
             run.samples.push_back((now, run.done_bits));
-            while run.samples.len() > 2 && run.samples.front().is_some_and(|f| now.duration_since(f.0) > Duration::from_secs(3)) {
+            while run.samples.len() > 2
+                && run
+                    .samples
+                    .front()
+                    .is_some_and(|f| now.duration_since(f.0) > Duration::from_secs(3))
+            {
                 run.samples.pop_front();
             }
         }
@@ -211,11 +253,18 @@ impl Resource {
     fn finish_resync_source(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>) {
         let Some(vol) = self.volume() else { return };
         let resynced = peer.sync.borrow().as_ref().map_or(0, |r| r.resynced_blocks);
-        let elapsed = peer.sync.borrow().as_ref().map_or(0.0, |r| r.started.elapsed().as_secs_f64());
+        let elapsed = peer
+            .sync
+            .borrow()
+            .as_ref()
+            .map_or(0.0, |r| r.started.elapsed().as_secs_f64());
         self.stop_resync(peer);
         crate::meta::generation::finish_resync_as_source(&mut vol.sb.borrow_mut(), peer.node_id);
         let current = vol.sb.borrow().current_uuid;
-        link.data.send(&Packet::SyncDone(SyncDone { current, resynced_blocks: resynced }));
+        link.data.send(&Packet::SyncDone(SyncDone {
+            current,
+            resynced_blocks: resynced,
+        }));
         peer.repl_state.set(ReplState::Established);
         peer.peer_disk.set(DiskState::UpToDate);
         let mib = resynced as f64 * vol.block_size as f64 / (1 << 20) as f64;
@@ -229,14 +278,26 @@ impl Resource {
         vol.persist_sb(|_| {});
     }
 
-    pub(crate) fn receive_resync_data(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>, r: RsData, buf: DmaBuf) -> Result<(), String> {
+    pub(crate) fn receive_resync_data(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        link: &Rc<Link>,
+        r: RsData,
+        buf: DmaBuf,
+    ) -> Result<(), String> {
         if peer.repl_state.get() != ReplState::SyncTarget {
             return Err("resync data while not a sync target".into());
         }
         let vol = self.volume().ok_or("no disk attached")?;
         let blocks = r.num_blocks as u64;
-        let end = r.offset_blocks.checked_add(blocks).ok_or("block range overflows")?;
-        if blocks == 0 || end > vol.data_blocks || buf.len() as u64 != blocks * vol.block_size as u64 {
+        let end = r
+            .offset_blocks
+            .checked_add(blocks)
+            .ok_or("block range overflows")?;
+        if blocks == 0
+            || end > vol.data_blocks
+            || buf.len() as u64 != blocks * vol.block_size as u64
+        {
             return Err(format!("bad resync range {}+{blocks}", r.offset_blocks));
         }
         let channel = vol.channel().ok_or("the local disk has no channel")?;
@@ -250,31 +311,50 @@ impl Resource {
                 if ok {
                     if let Some(vol) = me.volume() {
                         let (a, b) = vol.bit_range(r.offset_blocks, blocks);
-                        let cleared = vol.bitmaps.borrow_mut().get_mut(peer.slot).map_or(0, |bm| bm.clear_range(a, b));
+                        let cleared = vol
+                            .bitmaps
+                            .borrow_mut()
+                            .get_mut(peer.slot)
+                            .map_or(0, |bm| bm.clear_range(a, b));
                         if let Some(run) = peer.sync.borrow_mut().as_mut() {
                             run.done_bits += cleared;
                             run.resynced_blocks += blocks;
                             let now = Instant::now();
                             run.samples.push_back((now, run.done_bits));
                             while run.samples.len() > 2
-                                && run.samples.front().is_some_and(|f| now.duration_since(f.0) > Duration::from_secs(3))
+                                && run.samples.front().is_some_and(|f| {
+                                    now.duration_since(f.0) > Duration::from_secs(3)
+                                })
                             {
                                 run.samples.pop_front();
                             }
                         }
                     }
                 } else {
-                    tracing::error!("{}: resync write at block {} failed: {:?}", me.name, r.offset_blocks, io.status);
+                    tracing::error!(
+                        "{}: resync write at block {} failed: {:?}",
+                        me.name,
+                        r.offset_blocks,
+                        io.status
+                    );
                 }
                 let status = if ok { 0 } else { libc::EIO as u32 };
-                link.meta.send(&Packet::RsWriteAck(Ack { block_id: r.block_id, seq: 0, status }));
+                link.meta.send(&Packet::RsWriteAck(Ack {
+                    block_id: r.block_id,
+                    seq: 0,
+                    status,
+                }));
             }),
             0,
         );
         Ok(())
     }
 
-    pub(crate) fn receive_sync_done(self: &Rc<Self>, peer: &Rc<Peer>, s: SyncDone) -> Result<(), String> {
+    pub(crate) fn receive_sync_done(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        s: SyncDone,
+    ) -> Result<(), String> {
         if peer.repl_state.get() != ReplState::SyncTarget {
             return Err("SyncDone while not a sync target".into());
         }
@@ -288,7 +368,11 @@ impl Resource {
         if let Some(bm) = vol.bitmaps.borrow_mut().get_mut(peer.slot) {
             bm.clear_all();
         }
-        crate::meta::generation::finish_resync_as_target_from(&mut vol.sb.borrow_mut(), peer.node_id, s.current);
+        crate::meta::generation::finish_resync_as_target_from(
+            &mut vol.sb.borrow_mut(),
+            peer.node_id,
+            s.current,
+        );
         {
             let mut sb = vol.sb.borrow_mut();
             sb.flags |= meta_flag::CONSISTENT;
@@ -298,11 +382,20 @@ impl Resource {
         peer.repl_state.set(ReplState::Established);
         peer.peer_disk.set(DiskState::UpToDate);
         self.set_disk_state(DiskState::UpToDate);
-        tracing::info!("{}: resync from {} done ({} blocks); disk UpToDate", self.name, peer.name, s.resynced_blocks);
+        tracing::info!(
+            "{}: resync from {} done ({} blocks); disk UpToDate",
+            self.name,
+            peer.name,
+            s.resynced_blocks
+        );
         vol.persist_bitmaps(|_| {});
         vol.persist_sb(|_| {});
         if let Some(link) = peer.established_link() {
-            link.data.send(&Packet::State(wire::State { role: self.role.get().to_wire(), disk: DiskState::UpToDate.to_wire(), flags: 0 }));
+            link.data.send(&Packet::State(wire::State {
+                role: self.role.get().to_wire(),
+                disk: DiskState::UpToDate.to_wire(),
+                flags: 0,
+            }));
         }
         Ok(())
     }
@@ -310,9 +403,15 @@ impl Resource {
     // ---- online verify ----
 
     pub fn start_verify(self: &Rc<Self>, peer: &Rc<Peer>) -> Result<(), String> {
-        let link = peer.established_link().ok_or_else(|| format!("not connected to {}", peer.name))?;
+        let link = peer
+            .established_link()
+            .ok_or_else(|| format!("not connected to {}", peer.name))?;
         if peer.repl_state.get() != ReplState::Established {
-            return Err(format!("{} is {:?}; verify needs an established connection with no resync", peer.name, peer.repl_state.get()));
+            return Err(format!(
+                "{} is {:?}; verify needs an established connection with no resync",
+                peer.name,
+                peer.repl_state.get()
+            ));
         }
         self.volume().ok_or("no disk attached")?;
         *peer.verify.borrow_mut() = Some(VerifyRun {
@@ -341,7 +440,11 @@ impl Resource {
             if run.next_block >= vol.data_blocks {
                 if run.inflight == 0 {
                     run.finished = true;
-                    let (blocks, oos, secs) = (run.done_blocks, run.out_of_sync, run.started.elapsed().as_secs_f64());
+                    let (blocks, oos, secs) = (
+                        run.done_blocks,
+                        run.out_of_sync,
+                        run.started.elapsed().as_secs_f64(),
+                    );
                     drop(v);
                     peer.repl_state.set(ReplState::Established);
                     tracing::info!(
@@ -363,7 +466,11 @@ impl Resource {
             run.inflight += 1;
             run.pending.insert(off, (off, n as u32, None, None));
             drop(v);
-            link.data.send(&Packet::OvRequest(Range { offset_blocks: off, num_blocks: n as u32, block_id: off }));
+            link.data.send(&Packet::OvRequest(Range {
+                offset_blocks: off,
+                num_blocks: n as u32,
+                block_id: off,
+            }));
             let me = self.clone();
             let peer2 = peer.clone();
             let link2 = link.clone();
@@ -404,7 +511,9 @@ impl Resource {
                 Some((_, _, Some(_), Some(_))) => {}
                 _ => return,
             }
-            let Some((off, n, Some(theirs), Some(ours))) = run.pending.remove(&id) else { return };
+            let Some((off, n, Some(theirs), Some(ours))) = run.pending.remove(&id) else {
+                return;
+            };
             run.inflight -= 1;
             run.done_blocks += n as u64;
             let differing: Vec<u64> = (0..n as usize)
@@ -420,19 +529,35 @@ impl Resource {
         self.verify_pump(peer, link);
     }
 
-    pub(crate) fn receive_verify_request(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>, r: Range) -> Result<(), String> {
+    pub(crate) fn receive_verify_request(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        link: &Rc<Link>,
+        r: Range,
+    ) -> Result<(), String> {
         let vol = self.volume().ok_or("no disk attached")?;
-        let end = r.offset_blocks.checked_add(r.num_blocks as u64).ok_or("range overflows")?;
+        let end = r
+            .offset_blocks
+            .checked_add(r.num_blocks as u64)
+            .ok_or("range overflows")?;
         if r.num_blocks == 0 || end > vol.data_blocks || r.num_blocks as u64 > 1024 {
-            return Err(format!("bad verify range {}+{}", r.offset_blocks, r.num_blocks));
+            return Err(format!(
+                "bad verify range {}+{}",
+                r.offset_blocks, r.num_blocks
+            ));
         }
         peer.repl_state.set(ReplState::VerifyT);
         let link = link.clone();
         let peer = peer.clone();
         let blocks = vol.data_blocks;
         self.digest_range(r.offset_blocks, r.num_blocks as u64, move |digests| {
-            let digests = if digests.len() == r.num_blocks as usize { digests } else { vec![0; r.num_blocks as usize] };
-            link.data.send(&Packet::OvReply(OvReply { range: r, digests }));
+            let digests = if digests.len() == r.num_blocks as usize {
+                digests
+            } else {
+                vec![0; r.num_blocks as usize]
+            };
+            link.data
+                .send(&Packet::OvReply(OvReply { range: r, digests }));
             if end >= blocks {
                 peer.repl_state.set(ReplState::Established);
             }
@@ -440,12 +565,19 @@ impl Resource {
         Ok(())
     }
 
-    pub(crate) fn receive_verify_reply(self: &Rc<Self>, peer: &Rc<Peer>, r: OvReply) -> Result<(), String> {
+    pub(crate) fn receive_verify_reply(
+        self: &Rc<Self>,
+        peer: &Rc<Peer>,
+        r: OvReply,
+    ) -> Result<(), String> {
         let link = peer.established_link().ok_or("not connected")?;
         {
             let mut v = peer.verify.borrow_mut();
             let run = v.as_mut().ok_or("verify reply while no verify runs")?;
-            let p = run.pending.get_mut(&r.range.block_id).ok_or("verify reply for a range we did not ask for")?;
+            let p = run
+                .pending
+                .get_mut(&r.range.block_id)
+                .ok_or("verify reply for a range we did not ask for")?;
             if p.0 != r.range.offset_blocks || p.1 != r.range.num_blocks {
                 return Err("verify reply for a different range".into());
             }

@@ -34,8 +34,18 @@ pub struct NewResource {
 }
 
 pub fn new_resource(p: NewResource) -> RpcResult {
-    if p.name.is_empty() || p.name.len() > wire::MAX_NAME || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-        return Err(format!("invalid resource name '{}' (1-{} characters of A-Z a-z 0-9 _ - .)", p.name, wire::MAX_NAME));
+    if p.name.is_empty()
+        || p.name.len() > wire::MAX_NAME
+        || !p
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(format!(
+            "invalid resource name '{}' (1-{} characters of A-Z a-z 0-9 _ - .)",
+            p.name,
+            wire::MAX_NAME
+        ));
     }
     if p.node_id > 31 {
         return Err(format!("node_id {} is out of range 0..31", p.node_id));
@@ -62,7 +72,10 @@ pub fn new_resource(p: NewResource) -> RpcResult {
         let name = shared.name.clone();
         resource::insert_local(Resource::new(name, node_id, shared));
     });
-    tracing::info!("resource {} created (node-id {node_id}, home core {home})", p.name);
+    tracing::info!(
+        "resource {} created (node-id {node_id}, home core {home})",
+        p.name
+    );
     Ok(Value::Bool(true))
 }
 
@@ -86,21 +99,35 @@ fn internal() -> String {
 
 pub fn attach(p: Attach) -> RpcResult {
     if p.meta_disk != "internal" {
-        return Err(format!("meta-disk '{}': only internal metadata is supported", p.meta_disk));
+        return Err(format!(
+            "meta-disk '{}': only internal metadata is supported",
+            p.meta_disk
+        ));
     }
     if p.volume > u16::MAX as u32 {
         return Err(format!("volume {} is out of range", p.volume));
     }
-    let shared = find_shared(&p.resource).ok_or_else(|| format!("resource '{}' does not exist", p.resource))?;
+    let shared = find_shared(&p.resource)
+        .ok_or_else(|| format!("resource '{}' does not exist", p.resource))?;
     let disk_opts = options::parse_disk(&p.disk_options)?;
-    let (node_id, attached) = with_resource(&p.resource, |r| Ok((r.node_id, r.volume().is_some())))?;
+    let (node_id, attached) =
+        with_resource(&p.resource, |r| Ok((r.node_id, r.volume().is_some())))?;
     if attached {
-        return Err(format!("resource '{}' already has a disk attached (one volume per resource)", p.resource));
+        return Err(format!(
+            "resource '{}' already has a disk attached (one volume per resource)",
+            p.resource
+        ));
     }
     if oxstor_bdev::registry::lookup(&p.device).is_ok() {
         return Err(format!("device name '{}' is already a bdev", p.device));
     }
-    let loaded = volume::load(shared.home, &p.resource, node_id, &p.disk, disk_opts.al_extents)?;
+    let loaded = volume::load(
+        shared.home,
+        &p.resource,
+        node_id,
+        &p.disk,
+        disk_opts.al_extents,
+    )?;
     let backing = loaded.backing.clone();
     let block_size = loaded.block_size;
     let blocks = loaded.layout.data_bytes / block_size as u64;
@@ -124,7 +151,12 @@ pub fn attach(p: Attach) -> RpcResult {
         return Err(e.to_string());
     }
     let state = shared.disk_state();
-    tracing::info!("resource {}: disk {} attached as {} ({blocks} blocks), {state}", p.resource, p.disk, p.device);
+    tracing::info!(
+        "resource {}: disk {} attached as {} ({blocks} blocks), {state}",
+        p.resource,
+        p.disk,
+        p.device
+    );
     Ok(Value::String(p.device))
 }
 
@@ -143,23 +175,41 @@ pub struct NewPeer {
 
 pub fn new_peer(p: NewPeer) -> RpcResult {
     if p.peer_node_id > 31 {
-        return Err(format!("peer_node_id {} is out of range 0..31", p.peer_node_id));
+        return Err(format!(
+            "peer_node_id {} is out of range 0..31",
+            p.peer_node_id
+        ));
     }
     let net = options::parse_net(&p.net)?;
     let disk_opts = options::parse_disk(&p.disk)?;
     let pid = p.peer_node_id as u8;
-    let name = p.peer_name.clone().unwrap_or_else(|| format!("peer-node-{pid}"));
+    let name = p
+        .peer_name
+        .clone()
+        .unwrap_or_else(|| format!("peer-node-{pid}"));
     with_resource(&p.resource, move |r| {
         if pid == r.node_id {
             return Err(format!("peer node-id {pid} is this node's own node-id"));
         }
         if r.peer(pid).is_some() {
-            return Err(format!("resource '{}' already has peer node-id {pid}", r.name));
+            return Err(format!(
+                "resource '{}' already has peer node-id {pid}",
+                r.name
+            ));
         }
-        let vol = r.volume().ok_or("attach a disk before adding peers (diskless nodes are not supported)")?;
-        let slot = vol.sb.borrow_mut().peer_slot_or_assign(pid).map_err(|e| e.to_string())?;
+        let vol = r
+            .volume()
+            .ok_or("attach a disk before adding peers (diskless nodes are not supported)")?;
+        let slot = vol
+            .sb
+            .borrow_mut()
+            .peer_slot_or_assign(pid)
+            .map_err(|e| e.to_string())?;
         vol.persist_sb(|_| {});
-        let discard_node = net.discard_node_name.as_ref().map(|n| if *n == name { pid } else { r.node_id });
+        let discard_node =
+            net.discard_node_name
+                .as_ref()
+                .map(|n| if *n == name { pid } else { r.node_id });
         let peer = Rc::new(Peer {
             node_id: pid,
             name,
@@ -208,7 +258,8 @@ pub struct NewPath {
 }
 
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>().map_err(|_| format!("{what} '{s}' is not IP:PORT"))
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{what} '{s}' is not IP:PORT"))
 }
 
 pub fn new_path(p: NewPath) -> RpcResult {
@@ -216,7 +267,9 @@ pub fn new_path(p: NewPath) -> RpcResult {
     let remote_addr = parse_addr("remote_addr", &p.remote_addr)?;
     let pid = p.peer_node_id.min(255) as u8;
     with_resource(&p.resource, move |r| {
-        let peer = r.peer(pid).ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
+        let peer = r
+            .peer(pid)
+            .ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
         let mut paths = peer.paths.borrow_mut();
         if paths.contains(&(local_addr, remote_addr)) {
             return Err("that path exists already".into());
@@ -241,15 +294,23 @@ pub struct PeerRef {
 pub fn connect(p: PeerRef) -> RpcResult {
     let pid = p.peer_node_id.min(255) as u8;
     let name = p.resource.clone();
-    let home = find_shared(&name).ok_or_else(|| format!("resource '{name}' does not exist"))?.home;
+    let home = find_shared(&name)
+        .ok_or_else(|| format!("resource '{name}' does not exist"))?
+        .home;
     let discard = p.discard_my_data;
     let target = with_resource(&p.resource, move |r| {
-        let peer = r.peer(pid).ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
+        let peer = r
+            .peer(pid)
+            .ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
         peer.discard_my_data.set(discard);
         if peer.connector.borrow().is_some() {
             return Ok(None);
         }
-        let (local_addr, remote) = *peer.paths.borrow().first().ok_or("no path to the peer; add one with repl_new_path")?;
+        let (local_addr, remote) = *peer
+            .paths
+            .borrow()
+            .first()
+            .ok_or("no path to the peer; add one with repl_new_path")?;
         let mut proto = wire::Protocol {
             protocol: peer.net.protocol.to_wire(),
             after_sb_0pri: 0,
@@ -284,10 +345,12 @@ pub fn connect(p: PeerRef) -> RpcResult {
     let rt2 = rt.clone();
     let connector = Connector::spawn(
         target,
-        move || rt.run_on(home, {
-            let n1 = n1.clone();
-            move || local(&n1).and_then(|r| r.peer(pid).and_then(|p| r.local_view(&p)))
-        }),
+        move || {
+            rt.run_on(home, {
+                let n1 = n1.clone();
+                move || local(&n1).and_then(|r| r.peer(pid).and_then(|p| r.local_view(&p)))
+            })
+        },
         move |hs| {
             let n2 = n2.clone();
             rt2.run_on(home, move || match local(&n2) {
@@ -327,7 +390,9 @@ fn disconnect_on_home(r: &Rc<Resource>, peer: &Rc<Peer>) {
 pub fn disconnect(p: PeerRef) -> RpcResult {
     let pid = p.peer_node_id.min(255) as u8;
     with_resource(&p.resource, move |r| {
-        let peer = r.peer(pid).ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
+        let peer = r
+            .peer(pid)
+            .ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
         disconnect_on_home(r, &peer);
         Ok(Value::Bool(true))
     })
@@ -347,9 +412,19 @@ pub fn primary(p: Primary) -> RpcResult {
         if r.role.get() == Role::Primary {
             return Ok(Value::Bool(true));
         }
-        let vol = r.volume().ok_or("no disk attached (diskless Primary is not supported)")?;
-        if let Some(other) = r.peers.borrow().iter().find(|p| p.established_link().is_some() && p.peer_role.get() == Role::Primary) {
-            return Err(format!("{} is Primary; only one Primary at a time", other.name));
+        let vol = r
+            .volume()
+            .ok_or("no disk attached (diskless Primary is not supported)")?;
+        if let Some(other) = r
+            .peers
+            .borrow()
+            .iter()
+            .find(|p| p.established_link().is_some() && p.peer_role.get() == Role::Primary)
+        {
+            return Err(format!(
+                "{} is Primary; only one Primary at a time",
+                other.name
+            ));
         }
         let disk = vol.disk_state.get();
         let mut regenerate = false;
@@ -357,8 +432,14 @@ pub fn primary(p: Primary) -> RpcResult {
             if !force {
                 return Err(format!("the local disk is {disk}; only an UpToDate disk can be promoted (use --force to declare this node's data good)"));
             }
-            if r.peers.borrow().iter().any(|p| p.established_link().is_some() && p.peer_disk.get() == DiskState::UpToDate) {
-                return Err("a connected peer is UpToDate: let the resync finish instead of forcing".into());
+            if r.peers
+                .borrow()
+                .iter()
+                .any(|p| p.established_link().is_some() && p.peer_disk.get() == DiskState::UpToDate)
+            {
+                return Err(
+                    "a connected peer is UpToDate: let the resync finish instead of forcing".into(),
+                );
             }
             let mut sb = vol.sb.borrow_mut();
             sb.flags |= meta_flag::CONSISTENT;
@@ -371,12 +452,21 @@ pub fn primary(p: Primary) -> RpcResult {
             let uuid = crate::meta::generation::random_uuid();
             crate::meta::generation::new_generation(&mut vol.sb.borrow_mut(), &absent, uuid);
             r.set_disk_state(DiskState::UpToDate);
-            tracing::warn!("{}: forced Primary; new current UUID {uuid:016X}, peers will be fully synced", r.name);
+            tracing::warn!(
+                "{}: forced Primary; new current UUID {uuid:016X}, peers will be fully synced",
+                r.name
+            );
         }
         vol.sb.borrow_mut().flags |= meta_flag::PRIMARY;
         vol.persist_sb(|_| {});
         r.set_role(Role::Primary);
-        r.need_new_gen.set(!regenerate && r.peers.borrow().iter().any(|p| p.established_link().is_none()));
+        r.need_new_gen.set(
+            !regenerate
+                && r.peers
+                    .borrow()
+                    .iter()
+                    .any(|p| p.established_link().is_none()),
+        );
         let peers = r.peers.borrow().clone();
         for peer in peers {
             if let Some(link) = peer.established_link() {
@@ -384,7 +474,11 @@ pub fn primary(p: Primary) -> RpcResult {
                     // Reconnect so the handshake decides the (full) sync.
                     link.fail("forced Primary: reconnecting to resync");
                 } else {
-                    link.data.send(&Packet::State(wire::State { role: Role::Primary.to_wire(), disk: DiskState::UpToDate.to_wire(), flags: 0 }));
+                    link.data.send(&Packet::State(wire::State {
+                        role: Role::Primary.to_wire(),
+                        disk: DiskState::UpToDate.to_wire(),
+                        flags: 0,
+                    }));
                 }
             }
         }
@@ -421,7 +515,11 @@ fn demote(r: &Rc<Resource>) {
     }
     for peer in r.peers.borrow().iter() {
         if let Some(link) = peer.established_link() {
-            link.data.send(&Packet::State(wire::State { role: Role::Secondary.to_wire(), disk: r.disk_state().to_wire(), flags: 0 }));
+            link.data.send(&Packet::State(wire::State {
+                role: Role::Secondary.to_wire(),
+                disk: r.disk_state().to_wire(),
+                flags: 0,
+            }));
         }
     }
     tracing::info!("{}: role Secondary", r.name);
@@ -434,7 +532,9 @@ fn detach_disk(name: &str) -> Result<(), String> {
         Ok((vol.device.clone(), r.role.get() == Role::Primary))
     })?;
     if primary {
-        return Err("demote to Secondary before detaching (a diskless Primary is not supported)".into());
+        return Err(
+            "demote to Secondary before detaching (a diskless Primary is not supported)".into(),
+        );
     }
     with_resource(name, |r| {
         for p in r.peers.borrow().clone() {
@@ -446,23 +546,35 @@ fn detach_disk(name: &str) -> Result<(), String> {
     let shared = find_shared(name).ok_or("resource vanished")?;
     let rt = runtime()?;
     let name2 = name.to_string();
-    let rx = rt.call_on(shared.home, move |reply: oxstor_reactor::runtime::Reply<Result<(), String>>| {
-        let Some(r) = local(&name2) else { return reply.send(Err("resource vanished".into())) };
-        let Some(vol) = r.volume() else { return reply.send(Ok(())) };
-        let clean = r.writes.borrow().inflight.is_empty();
-        if clean {
-            vol.sb.borrow_mut().flags |= meta_flag::AL_CLEAN;
-        }
-        vol.sb.borrow_mut().flags &= !meta_flag::PRIMARY;
-        vol.persist_bitmaps(|_| {});
-        let r2 = r.clone();
-        vol.persist_sb(move |ok| {
-            r2.volume.borrow_mut().take();
-            r2.set_disk_state(DiskState::Diskless);
-            reply.send(if ok { Ok(()) } else { Err("writing the metadata failed".into()) });
-        });
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(30)).map_err(|_| "detach timed out".to_string())?
+    let rx = rt.call_on(
+        shared.home,
+        move |reply: oxstor_reactor::runtime::Reply<Result<(), String>>| {
+            let Some(r) = local(&name2) else {
+                return reply.send(Err("resource vanished".into()));
+            };
+            let Some(vol) = r.volume() else {
+                return reply.send(Ok(()));
+            };
+            let clean = r.writes.borrow().inflight.is_empty();
+            if clean {
+                vol.sb.borrow_mut().flags |= meta_flag::AL_CLEAN;
+            }
+            vol.sb.borrow_mut().flags &= !meta_flag::PRIMARY;
+            vol.persist_bitmaps(|_| {});
+            let r2 = r.clone();
+            vol.persist_sb(move |ok| {
+                r2.volume.borrow_mut().take();
+                r2.set_disk_state(DiskState::Diskless);
+                reply.send(if ok {
+                    Ok(())
+                } else {
+                    Err("writing the metadata failed".into())
+                });
+            });
+        },
+    );
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .map_err(|_| "detach timed out".to_string())?
 }
 
 pub fn detach(p: ResourceRef) -> RpcResult {
@@ -498,7 +610,10 @@ pub fn down(p: ResourceRef) -> RpcResult {
 pub fn shutdown_all() {
     let names: Vec<String> = directory().iter().map(|s| s.name.clone()).collect();
     for name in names {
-        if let Err(e) = down(ResourceRef { resource: name.clone(), volume: None }) {
+        if let Err(e) = down(ResourceRef {
+            resource: name.clone(),
+            volume: None,
+        }) {
             tracing::warn!("resource {name}: {e}");
         }
     }
@@ -507,7 +622,9 @@ pub fn shutdown_all() {
 pub fn verify(p: PeerRef) -> RpcResult {
     let pid = p.peer_node_id.min(255) as u8;
     with_resource(&p.resource, move |r| {
-        let peer = r.peer(pid).ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
+        let peer = r
+            .peer(pid)
+            .ok_or_else(|| format!("resource '{}' has no peer node-id {pid}", r.name))?;
         r.start_verify(&peer)?;
         Ok(Value::Bool(true))
     })
@@ -645,7 +762,8 @@ fn default_wait() -> f64 {
 /// `drbdadm wait-sync`: waits until every peer is connected with no resync running (and the
 /// local disk UpToDate or the peers' disks UpToDate); errors on timeout or a StandAlone peer.
 pub fn wait_sync(p: WaitSync) -> RpcResult {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(p.timeout_s.clamp(0.0, 86400.0));
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_secs_f64(p.timeout_s.clamp(0.0, 86400.0));
     loop {
         let state = with_resource(&p.resource, |r| {
             let mut waiting = Vec::new();
@@ -655,11 +773,24 @@ pub fn wait_sync(p: WaitSync) -> RpcResult {
                         return Err(format!(
                             "{} is StandAlone{}",
                             peer.name,
-                            if peer.last_error.borrow().is_empty() { String::new() } else { format!(": {}", peer.last_error.borrow()) }
+                            if peer.last_error.borrow().is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", peer.last_error.borrow())
+                            }
                         ))
                     }
-                    ConnState::Connected if matches!(peer.repl_state.get(), ReplState::Established | ReplState::VerifyS | ReplState::VerifyT) => {}
-                    _ => waiting.push(format!("{} ({}, {})", peer.name, peer.conn_state.get(), peer.repl_state.get())),
+                    ConnState::Connected
+                        if matches!(
+                            peer.repl_state.get(),
+                            ReplState::Established | ReplState::VerifyS | ReplState::VerifyT
+                        ) => {}
+                    _ => waiting.push(format!(
+                        "{} ({}, {})",
+                        peer.name,
+                        peer.conn_state.get(),
+                        peer.repl_state.get()
+                    )),
                 }
             }
             Ok(waiting)

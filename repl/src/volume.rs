@@ -11,7 +11,9 @@ use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::{MetaLayout, AL_SLOTS, MAX_PEERS, META_BLOCK};
 use crate::meta::superblock::{meta_flag, Superblock};
 use crate::state::DiskState;
-use oxstor_bdev::{blocking, registry, BdevEntry, BdevIo, ClaimGuard, IoBuf, IoChannel, IoDone, IoStatus, IoType};
+use oxstor_bdev::{
+    blocking, registry, BdevEntry, BdevIo, ClaimGuard, IoBuf, IoChannel, IoDone, IoStatus, IoType,
+};
 use oxstor_reactor::DmaBuf;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,34 +38,75 @@ pub struct LoadedMeta {
     pub created: bool,
 }
 
-fn meta_read(core: usize, entry: &Arc<BdevEntry>, block_size: u32, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+fn meta_read(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    block_size: u32,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, String> {
     let bs = block_size as u64;
-    let (st, data) = blocking::io(core, entry, IoType::Read, offset / bs, len / bs, None, META_IO_TIMEOUT)
-        .map_err(|e| format!("reading metadata of {}: {e}", entry.name()))?;
+    let (st, data) = blocking::io(
+        core,
+        entry,
+        IoType::Read,
+        offset / bs,
+        len / bs,
+        None,
+        META_IO_TIMEOUT,
+    )
+    .map_err(|e| format!("reading metadata of {}: {e}", entry.name()))?;
     if !st.is_success() {
-        return Err(format!("reading metadata of {} at byte {offset}: {st:?}", entry.name()));
+        return Err(format!(
+            "reading metadata of {} at byte {offset}: {st:?}",
+            entry.name()
+        ));
     }
     Ok(data)
 }
 
-fn meta_write(core: usize, entry: &Arc<BdevEntry>, block_size: u32, offset: u64, data: &[u8]) -> Result<(), String> {
+fn meta_write(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    block_size: u32,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), String> {
     let bs = block_size as u64;
     let n = data.len() as u64 / bs;
-    let (st, _) = blocking::io(core, entry, IoType::Write, offset / bs, n, Some(data), META_IO_TIMEOUT)
-        .map_err(|e| format!("writing metadata of {}: {e}", entry.name()))?;
+    let (st, _) = blocking::io(
+        core,
+        entry,
+        IoType::Write,
+        offset / bs,
+        n,
+        Some(data),
+        META_IO_TIMEOUT,
+    )
+    .map_err(|e| format!("writing metadata of {}: {e}", entry.name()))?;
     if !st.is_success() {
-        return Err(format!("writing metadata of {} at byte {offset}: {st:?}", entry.name()));
+        return Err(format!(
+            "writing metadata of {} at byte {offset}: {st:?}",
+            entry.name()
+        ));
     }
     Ok(())
 }
 
 /// Claims `disk`, reads (or, when there is none, creates) its internal metadata. Control
 /// path only: blocks on I/O issued on reactor `core`.
-pub fn load(core: usize, resource: &str, node_id: u8, disk: &str, al_extents: u32) -> Result<LoadedMeta, String> {
+pub fn load(
+    core: usize,
+    resource: &str,
+    node_id: u8,
+    disk: &str,
+    al_extents: u32,
+) -> Result<LoadedMeta, String> {
     let claim = registry::claim(disk, &format!("repl:{resource}")).map_err(|e| e.to_string())?;
     let backing = claim.entry().clone();
     let g = backing.bdev.geometry();
-    let layout = MetaLayout::for_device(g.size_bytes(), g.block_size).map_err(|e| format!("{disk}: {e}"))?;
+    let layout =
+        MetaLayout::for_device(g.size_bytes(), g.block_size).map_err(|e| format!("{disk}: {e}"))?;
     let bs = g.block_size;
     let sb_bytes = meta_read(core, &backing, bs, layout.sb_offset, META_BLOCK)?;
     let (sb, created) = match Superblock::parse(&sb_bytes) {
@@ -85,11 +128,21 @@ pub fn load(core: usize, resource: &str, node_id: u8, disk: &str, al_extents: u3
         Err(reason) => {
             let blank = sb_bytes.iter().all(|&b| b == 0);
             if !blank {
-                tracing::warn!("{disk}: no valid replication metadata ({reason}); creating new metadata");
+                tracing::warn!(
+                    "{disk}: no valid replication metadata ({reason}); creating new metadata"
+                );
             }
-            let sb = Superblock::new_created(node_id, crate::meta::generation::random_uuid(), layout.data_bytes, al_extents.min(crate::meta::activity_log::MAX_CAPACITY as u32));
+            let sb = Superblock::new_created(
+                node_id,
+                crate::meta::generation::random_uuid(),
+                layout.data_bytes,
+                al_extents.min(crate::meta::activity_log::MAX_CAPACITY as u32),
+            );
             create_meta(core, &backing, bs, &layout, &sb)?;
-            tracing::info!("{disk}: created replication metadata for node-id {node_id}, {} data bytes", layout.data_bytes);
+            tracing::info!(
+                "{disk}: created replication metadata for node-id {node_id}, {} data bytes",
+                layout.data_bytes
+            );
             (sb, true)
         }
     };
@@ -103,22 +156,53 @@ pub fn load(core: usize, resource: &str, node_id: u8, disk: &str, al_extents: u3
     }
     let mut slots = Vec::with_capacity(AL_SLOTS as usize);
     for s in 0..AL_SLOTS {
-        slots.push(meta_read(core, &backing, bs, layout.al_slot_offset(s), META_BLOCK)?);
+        slots.push(meta_read(
+            core,
+            &backing,
+            bs,
+            layout.al_slot_offset(s),
+            META_BLOCK,
+        )?);
     }
-    let (al_tr, al_extents) = ActivityLog::recover(&slots).map_err(|e| format!("{disk}: activity log: {e}"))?;
-    Ok(LoadedMeta { backing, claim, layout, block_size: bs, sb, bitmaps, al_extents, al_tr, created })
+    let (al_tr, al_extents) =
+        ActivityLog::recover(&slots).map_err(|e| format!("{disk}: activity log: {e}"))?;
+    Ok(LoadedMeta {
+        backing,
+        claim,
+        layout,
+        block_size: bs,
+        sb,
+        bitmaps,
+        al_extents,
+        al_tr,
+        created,
+    })
 }
 
-fn read_bitmap(core: usize, entry: &Arc<BdevEntry>, bs: u32, layout: &MetaLayout, slot: usize, bm: &mut Bitmap) -> Result<(), String> {
+fn read_bitmap(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    bs: u32,
+    layout: &MetaLayout,
+    slot: usize,
+    bm: &mut Bitmap,
+) -> Result<(), String> {
     const CHUNK_PAGES: u64 = 64;
     let pages = layout.bitmap_pages();
     let mut page = 0;
     while page < pages {
         let n = CHUNK_PAGES.min(pages - page);
-        let data = meta_read(core, entry, bs, layout.bitmap_page_offset(slot, page), n * META_BLOCK)?;
+        let data = meta_read(
+            core,
+            entry,
+            bs,
+            layout.bitmap_page_offset(slot, page),
+            n * META_BLOCK,
+        )?;
         for i in 0..n {
             let at = (i * META_BLOCK) as usize;
-            bm.load_page(page + i, &data[at..at + META_BLOCK as usize]).map_err(|e| e.to_string())?;
+            bm.load_page(page + i, &data[at..at + META_BLOCK as usize])
+                .map_err(|e| e.to_string())?;
         }
         page += n;
     }
@@ -128,7 +212,13 @@ fn read_bitmap(core: usize, entry: &Arc<BdevEntry>, bs: u32, layout: &MetaLayout
     Ok(())
 }
 
-fn create_meta(core: usize, entry: &Arc<BdevEntry>, bs: u32, layout: &MetaLayout, sb: &Superblock) -> Result<(), String> {
+fn create_meta(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    bs: u32,
+    layout: &MetaLayout,
+    sb: &Superblock,
+) -> Result<(), String> {
     // Zero the bitmaps and the activity log, then write the superblock last: a crash in
     // between leaves no valid superblock, so the next attach starts over.
     let start = layout.bm_offset;
@@ -144,7 +234,13 @@ fn create_meta(core: usize, entry: &Arc<BdevEntry>, bs: u32, layout: &MetaLayout
 }
 
 /// Writes the superblock from the control path (attach, detach, create-md).
-pub fn write_superblock_blocking(core: usize, entry: &Arc<BdevEntry>, bs: u32, layout: &MetaLayout, sb: &Superblock) -> Result<(), String> {
+pub fn write_superblock_blocking(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    bs: u32,
+    layout: &MetaLayout,
+    sb: &Superblock,
+) -> Result<(), String> {
     meta_write(core, entry, bs, layout.sb_offset, &sb.encode())
 }
 
@@ -178,8 +274,10 @@ impl Volume {
             // peer, in either direction.
             let mut marked = 0;
             for e in &m.al_extents {
-                let first = *e as u64 * (crate::meta::layout::AL_EXTENT_BYTES / crate::meta::layout::BM_BLOCK_BYTES);
-                let last = first + crate::meta::layout::AL_EXTENT_BYTES / crate::meta::layout::BM_BLOCK_BYTES;
+                let first = *e as u64
+                    * (crate::meta::layout::AL_EXTENT_BYTES / crate::meta::layout::BM_BLOCK_BYTES);
+                let last = first
+                    + crate::meta::layout::AL_EXTENT_BYTES / crate::meta::layout::BM_BLOCK_BYTES;
                 for (slot, bm) in bitmaps.iter_mut().enumerate() {
                     if sb.peers[slot].node_id.is_some() {
                         marked += bm.set_range(first, last.min(bm.bits()));
@@ -229,7 +327,10 @@ impl Volume {
 
     /// Bitmap bits covering blocks `[offset, offset + n)`.
     pub fn bit_range(&self, offset: u64, n: u64) -> (u64, u64) {
-        crate::meta::bitmap::blocks_to_bits(offset * self.block_size as u64, n * self.block_size as u64)
+        crate::meta::bitmap::blocks_to_bits(
+            offset * self.block_size as u64,
+            n * self.block_size as u64,
+        )
     }
 
     /// Blocks covered by bits `[first, end)`, clipped to the data area.
@@ -244,7 +345,8 @@ impl Volume {
     /// Queues the superblock for writing; `then(ok)` runs once it is on disk.
     pub fn persist_sb(&self, then: impl FnOnce(bool) + 'static) {
         let bytes = self.sb.borrow().encode();
-        self.meta.write(vec![(self.layout.sb_offset, bytes)], Box::new(then));
+        self.meta
+            .write(vec![(self.layout.sb_offset, bytes)], Box::new(then));
     }
 
     /// Queues every changed bitmap page for writing.
@@ -253,7 +355,10 @@ impl Volume {
         let mut bms = self.bitmaps.borrow_mut();
         for (slot, bm) in bms.iter_mut().enumerate() {
             for page in bm.dirty_pages() {
-                blocks.push((self.layout.bitmap_page_offset(slot, page), bm.page_bytes(page)));
+                blocks.push((
+                    self.layout.bitmap_page_offset(slot, page),
+                    bm.page_bytes(page),
+                ));
                 bm.mark_clean(page);
             }
         }
@@ -287,7 +392,11 @@ struct MetaBatch {
 impl IoDone for MetaBatch {
     fn io_done(&self, io: Box<BdevIo>, _tag: u64) {
         if !io.status.is_success() {
-            tracing::error!("replication metadata write at block {} failed: {:?}", io.offset_blocks, io.status);
+            tracing::error!(
+                "replication metadata write at block {} failed: {:?}",
+                io.offset_blocks,
+                io.status
+            );
             self.ok.set(false);
         }
         let left = self.remaining.get() - 1;
@@ -375,7 +484,9 @@ impl MetaQueue {
 
 /// Completes an I/O by calling a closure: for control-ish work on the home core (resync reads,
 /// verify reads) where one allocation per I/O does not matter.
-pub struct OnDone(RefCell<Option<Box<dyn FnOnce(Box<BdevIo>)>>>);
+type DoneFn = Box<dyn FnOnce(Box<BdevIo>)>;
+
+pub struct OnDone(RefCell<Option<DoneFn>>);
 
 impl OnDone {
     pub fn new(f: impl FnOnce(Box<BdevIo>) + 'static) -> Rc<OnDone> {

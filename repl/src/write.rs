@@ -98,7 +98,11 @@ impl Resource {
         if vol.disk_state.get() != crate::state::DiskState::UpToDate {
             return complete_later(io, IoStatus::Failed(libc::EIO));
         }
-        let w = Waiting { io, extents: None, al_commit: 0 };
+        let w = Waiting {
+            io,
+            extents: None,
+            al_commit: 0,
+        };
         if !self.writes.borrow().waiting.is_empty() {
             // Keep arrival order behind writes that already wait.
             self.writes.borrow_mut().waiting.push_back(w);
@@ -128,7 +132,8 @@ impl Resource {
             return Some(w);
         }
         let bs = vol.block_size as u64;
-        let extents = crate::meta::activity_log::ActivityLog::extents_of(start * bs, (end - start) * bs);
+        let extents =
+            crate::meta::activity_log::ActivityLog::extents_of(start * bs, (end - start) * bs);
         let begin = vol.al.borrow_mut().begin(extents.clone());
         match begin {
             Begin::Hot => {
@@ -140,7 +145,11 @@ impl Resource {
                 let mut st = self.writes.borrow_mut();
                 st.busy.push((start, end, u64::MAX));
                 let commit = st.al_commits + 1;
-                st.al_waiting.push(Waiting { extents: Some(extents), al_commit: commit, ..w });
+                st.al_waiting.push(Waiting {
+                    extents: Some(extents),
+                    al_commit: commit,
+                    ..w
+                });
                 drop(st);
                 self.commit_al();
                 None
@@ -161,7 +170,10 @@ impl Resource {
             .collect();
         let uuid = crate::meta::generation::random_uuid();
         crate::meta::generation::new_generation(&mut vol.sb.borrow_mut(), &absent, uuid);
-        tracing::info!("{}: new current UUID {uuid:016X} (peers not connected: {absent:?})", self.name);
+        tracing::info!(
+            "{}: new current UUID {uuid:016X} (peers not connected: {absent:?})",
+            self.name
+        );
         self.need_new_gen.set(false);
         let me = self.clone();
         vol.persist_sb(move |_| {
@@ -185,7 +197,9 @@ impl Resource {
             st.al_commits += 1;
         }
         let me = self.clone();
-        let offset = vol.layout.al_slot_offset(tr % crate::meta::layout::AL_SLOTS);
+        let offset = vol
+            .layout
+            .al_slot_offset(tr % crate::meta::layout::AL_SLOTS);
         let write_al = move || {
             let vol2 = me.volume();
             let Some(vol2) = vol2 else { return };
@@ -202,10 +216,12 @@ impl Resource {
                         let vol3 = me2.volume();
                         let mut st = me2.writes.borrow_mut();
                         st.al_commit_in_flight = false;
-                        let (ready, rest): (Vec<_>, Vec<_>) =
-                            std::mem::take(&mut st.al_waiting).into_iter().partition(|w| {
+                        let (ready, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.al_waiting)
+                            .into_iter()
+                            .partition(|w| {
                                 let ext = w.extents.clone().unwrap_or(0..=0);
-                                vol3.as_ref().is_none_or(|v| v.al.borrow().is_committed(ext))
+                                vol3.as_ref()
+                                    .is_none_or(|v| v.al.borrow().is_committed(ext))
                             });
                         st.al_waiting = rest;
                         ready
@@ -239,7 +255,11 @@ impl Resource {
             let id = st.next_id;
             // Re-tag the busy range reserved in try_start with the request id.
             let (s, e) = (io.offset_blocks, io.offset_blocks + io.num_blocks);
-            if let Some(b) = st.busy.iter_mut().find(|b| b.0 == s && b.1 == e && b.2 == u64::MAX) {
+            if let Some(b) = st
+                .busy
+                .iter_mut()
+                .find(|b| b.0 == s && b.1 == e && b.2 == u64::MAX)
+            {
                 b.2 = id;
             }
             id
@@ -273,7 +293,8 @@ impl Resource {
                         seq,
                         epoch: peer.epoch.get(),
                     });
-                    link.data.send_with_data(&pkt, Seg::Shared(shared.clone()), Some(id));
+                    link.data
+                        .send_with_data(&pkt, Seg::Shared(shared.clone()), Some(id));
                     peer.epoch_writes.set(peer.epoch_writes.get() + 1);
                     if let Some(back) = peer.tl.borrow_mut().back_mut() {
                         back.1.push((req.offset, req.blocks));
@@ -309,7 +330,10 @@ impl Resource {
             return;
         }
         if peer.epoch_writes.get() > 0 {
-            link.data.send(&Packet::Barrier(Barrier { epoch: peer.epoch.get(), set_size: peer.epoch_writes.get() }));
+            link.data.send(&Packet::Barrier(Barrier {
+                epoch: peer.epoch.get(),
+                set_size: peer.epoch_writes.get(),
+            }));
             peer.epoch.set(peer.epoch.get().wrapping_add(1));
             peer.epoch_writes.set(0);
         }
@@ -325,7 +349,9 @@ impl Resource {
         if req.wait_ack.get() != 0 || req.wait_sent.get() != 0 {
             return;
         }
-        let Some(mut io) = req.io.borrow_mut().take() else { return };
+        let Some(mut io) = req.io.borrow_mut().take() else {
+            return;
+        };
         oxstor_reactor::release_awake();
         {
             let mut st = self.writes.borrow_mut();
@@ -380,7 +406,11 @@ impl Resource {
     /// The peer's data stream sent these requests' bytes.
     pub(crate) fn on_data_sent(self: &Rc<Self>, peer_index: usize, ids: &[u64]) {
         let bit = 1u32 << peer_index;
-        let protocol_a = self.peers.borrow().get(peer_index).is_some_and(|p| p.net.protocol == Protocol::A);
+        let protocol_a = self
+            .peers
+            .borrow()
+            .get(peer_index)
+            .is_some_and(|p| p.net.protocol == Protocol::A);
         for id in ids {
             let req = self.writes.borrow().inflight.get(id).cloned();
             if let Some(req) = req {
@@ -394,7 +424,12 @@ impl Resource {
     }
 
     /// RecvAck / WriteAck / NegAck from a peer.
-    pub(crate) fn on_ack(self: &Rc<Self>, peer_index: usize, ack: &Ack, negative: bool) -> Result<(), String> {
+    pub(crate) fn on_ack(
+        self: &Rc<Self>,
+        peer_index: usize,
+        ack: &Ack,
+        negative: bool,
+    ) -> Result<(), String> {
         let req = self.writes.borrow().inflight.get(&ack.block_id).cloned();
         let Some(req) = req else {
             // Acks for writes we already gave up on (link loss raced the ack) are harmless.
@@ -425,7 +460,10 @@ impl Resource {
 
     pub(crate) fn on_barrier_ack(&self, peer: &Peer, b: &Barrier) {
         let mut tl = peer.tl.borrow_mut();
-        while tl.front().is_some_and(|f| f.0 != peer.epoch.get() && epoch_le(f.0, b.epoch)) {
+        while tl
+            .front()
+            .is_some_and(|f| f.0 != peer.epoch.get() && epoch_le(f.0, b.epoch))
+        {
             tl.pop_front();
         }
     }
@@ -438,8 +476,13 @@ impl Resource {
         {
             let mut bms = vol.bitmaps.borrow_mut();
             if let Some(bm) = bms.get_mut(peer.slot) {
+                // Under protocol C a write leaves `inflight` only with the peer's WriteAck: it
+                // is on the peer's disk, whatever its epoch. Writes still waiting for this peer
+                // are marked below, so the transfer log adds nothing but blocks already in
+                // sync (and a resync count larger than what was really written meanwhile).
+                let marks_tl = peer.net.protocol != Protocol::C;
                 for (_, ranges) in peer.tl.borrow_mut().drain(..) {
-                    for (off, n) in ranges {
+                    for (off, n) in ranges.into_iter().filter(|_| marks_tl) {
                         let (a, b) = vol.bit_range(off, n);
                         marked += bm.set_range(a, b);
                     }
@@ -453,7 +496,11 @@ impl Resource {
             }
         }
         if marked > 0 {
-            tracing::info!("{}: {marked} bitmap bits for {} set by the link loss", self.name, peer.name);
+            tracing::info!(
+                "{}: {marked} bitmap bits for {} set by the link loss",
+                self.name,
+                peer.name
+            );
         }
         peer.epoch_writes.set(0);
         peer.close_epoch.set(false);
@@ -472,4 +519,3 @@ impl Resource {
 fn epoch_le(a: u32, b: u32) -> bool {
     b.wrapping_sub(a) < (1 << 31)
 }
-

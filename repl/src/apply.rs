@@ -252,19 +252,24 @@ impl Resource {
     }
 
     fn ack_finished_epochs(&self, peer: &Peer, link: &Rc<Link>) {
-        let mut eps = peer.rx_epochs.borrow_mut();
-        while eps
-            .front()
-            .is_some_and(|e| e.barrier.is_some() && e.pending == 0)
-        {
-            let Some(e) = eps.pop_front() else { break };
-            peer.rx_base.set(peer.rx_base.get() + 1);
-            if let Some(epoch) = e.barrier {
-                link.meta
-                    .send(&Packet::BarrierAck(Barrier { epoch, set_size: 0 }));
+        let drained = {
+            let mut eps = peer.rx_epochs.borrow_mut();
+            while eps
+                .front()
+                .is_some_and(|e| e.barrier.is_some() && e.pending == 0)
+            {
+                let Some(e) = eps.pop_front() else { break };
+                peer.rx_base.set(peer.rx_base.get() + 1);
+                if let Some(epoch) = e.barrier {
+                    link.meta
+                        .send(&Packet::BarrierAck(Barrier { epoch, set_size: 0 }));
+                }
             }
-        }
-        if eps.iter().all(|e| e.barrier.is_none() || e.pending == 0) {
+            eps.iter().all(|e| e.barrier.is_none() || e.pending == 0)
+        };
+        // Not while `rx_epochs` is borrowed: resuming delivers the packets already staged on
+        // the data stream right here (receive_write borrows it again).
+        if drained {
             link.data.resume();
         }
     }

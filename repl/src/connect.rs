@@ -289,7 +289,12 @@ fn connector_loop(
             }
         }
         sleep_unless_stopped(backoff, &stop);
-        backoff = (backoff * 2).min(t.connect_int);
+        // Only the dialer backs off. An acceptor that slept up to connect-int would leave a
+        // dialer's sockets queued past its handshake timeout, then take those dead sockets
+        // first when it wakes: after a long absence the two never met again.
+        if t.my_node_id < t.peer_node_id {
+            backoff = (backoff * 2).min(t.connect_int);
+        }
     }
     if t.my_node_id > t.peer_node_id {
         if let Some(m) = routes().as_mut() {
@@ -332,27 +337,78 @@ fn dial(t: &PeerTarget) -> Result<(TcpStream, TcpStream), String> {
     Ok((data, meta))
 }
 
+/// How long a pair whose meta socket arrived before its data socket waits for a newer meta
+/// socket: the dialer opens data first, so an earlier meta is usually one left over from an
+/// older attempt (or from someone else).
+const PAIR_GRACE: Duration = Duration::from_millis(200);
+
+/// The socket is still open at the other end (a dialer that gave up has closed its sockets).
+fn alive(s: &TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let ok = match s.peek(&mut [0u8; 1]) {
+        Ok(n) => n > 0,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    };
+    ok && s.set_nonblocking(false).is_ok()
+}
+
 fn await_dial(
     arrivals: &Receiver<Arrival>,
     stop: &AtomicBool,
 ) -> Result<(TcpStream, TcpStream), String> {
-    let mut data = None;
-    let mut meta = None;
-    let started = Instant::now();
-    while data.is_none() || meta.is_none() {
+    // The newest socket of each kind wins; a pair is taken when its meta socket came after
+    // its data socket, or after PAIR_GRACE; sockets closed by their dialer are dropped.
+    let mut data: Option<TcpStream> = None;
+    let mut meta: Option<TcpStream> = None;
+    let mut in_order = false;
+    let mut paired_at: Option<Instant> = None;
+    let mut first_at: Option<Instant> = None;
+    loop {
         if stop.load(Ordering::Relaxed) {
             return Err("stopped".into());
         }
-        match arrivals.recv_timeout(Duration::from_millis(100)) {
-            Ok((Cmd::InitialData, s)) => data = Some(s),
-            Ok((_, s)) => meta = Some(s),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // A half pair that never completes is dropped so the dialer starts over.
-                if (data.is_some() || meta.is_some()) && started.elapsed() > HANDSHAKE_TIMEOUT {
-                    return Err("only one of the two sockets arrived".into());
+        if data.is_some() && meta.is_some() {
+            let paired = *paired_at.get_or_insert_with(Instant::now);
+            if in_order || paired.elapsed() >= PAIR_GRACE {
+                if !data.as_ref().is_some_and(alive) {
+                    data = None;
+                }
+                if !meta.as_ref().is_some_and(alive) {
+                    meta = None;
+                }
+                if data.is_some() && meta.is_some() {
+                    break;
                 }
                 if data.is_none() && meta.is_none() {
+                    first_at = None;
+                }
+                in_order = false;
+                paired_at = None;
+            }
+        }
+        let wait = Duration::from_millis(if paired_at.is_some() { 20 } else { 100 });
+        match arrivals.recv_timeout(wait) {
+            Ok((cmd, s)) => {
+                if cmd == Cmd::InitialData {
+                    data = Some(s);
+                    in_order = false;
+                } else {
+                    in_order = data.is_some();
+                    meta = Some(s);
+                }
+                paired_at = None;
+                first_at.get_or_insert_with(Instant::now);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if data.is_none() && meta.is_none() {
                     return Err("waiting for the peer to connect".into());
+                }
+                // A half pair that never completes is dropped so the dialer starts over.
+                if paired_at.is_none() && first_at.is_some_and(|t| t.elapsed() > HANDSHAKE_TIMEOUT)
+                {
+                    return Err("only one of the two sockets arrived".into());
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return Err("listener gone".into()),

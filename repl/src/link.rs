@@ -3,8 +3,10 @@
 //! The *data* stream carries writes, barriers, resync data, bitmaps and verify traffic; the
 //! *meta* stream carries acks and pings, so an ack never queues behind bulk data. Each stream
 //! batches what is queued during one reactor iteration into one `sendmsg`, and parses what
-//! arrives with [`crate::wire`]: header, fixed body, then block data straight into a DMA
-//! buffer that goes on to the disk. Packets are handed to the resource's dispatcher; any
+//! arrives with [`crate::wire`]: each receive fills a staging buffer with as many packets as
+//! have arrived (acks, barriers, small writes: one receive for many); block data is copied
+//! from it into a DMA buffer that goes on to the disk, or, for large writes not all there
+//! yet, received straight into that buffer. Packets are handed to the resource's dispatcher; any
 //! error (socket, parse, protocol) ends the link, and the resource decides what that means.
 
 use crate::options::Protocol;
@@ -62,10 +64,23 @@ pub trait LinkEvents {
     fn overdue(&self) -> Option<String>;
 }
 
+/// Bytes asked of the kernel per receive: many small packets (acks, 4 KiB writes and their
+/// barriers) arrive in one receive instead of two or three receives each.
+const RX_STAGING: usize = 64 << 10;
+
 enum Stage {
-    Header,
-    Body(Header),
+    /// Receiving into the staging buffer; packets are parsed out of it.
+    Staging,
+    /// Receiving the rest of a packet's block data straight into its DMA buffer.
     Data(Packet),
+}
+
+/// Received bytes not yet parsed: `buf[start..end]`. `buf` is `None` while a staging receive
+/// owns it.
+struct Staging {
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
 }
 
 pub struct Stream {
@@ -78,8 +93,9 @@ pub struct Stream {
     sending: Cell<bool>,
     flush_asked: Cell<bool>,
     stage: RefCell<Stage>,
+    rx: RefCell<Staging>,
     paused: Cell<bool>,
-    /// A header/body receive that is waiting while the stream is paused.
+    /// Parsing stopped because the stream is paused (no receive is in flight).
     parked: Cell<bool>,
 }
 
@@ -95,7 +111,12 @@ impl Stream {
             sending_ids: RefCell::new(Vec::new()),
             sending: Cell::new(false),
             flush_asked: Cell::new(false),
-            stage: RefCell::new(Stage::Header),
+            stage: RefCell::new(Stage::Staging),
+            rx: RefCell::new(Staging {
+                buf: Some(vec![0u8; RX_STAGING].into_boxed_slice()),
+                start: 0,
+                end: 0,
+            }),
             paused: Cell::new(false),
             parked: Cell::new(false),
         });
@@ -134,22 +155,113 @@ impl Stream {
         }
     }
 
-    fn start_recv(&self, len: usize, waitall: bool) {
-        let buf = RecvBuf {
-            mem: RecvMem::Heap(vec![0u8; len].into_boxed_slice()),
-            offset: 0,
-            len,
-        };
-        self.sock.recv(buf, waitall);
+    /// Parses and delivers every whole packet in the staging buffer, then receives more.
+    /// Block data that is not all there yet is received straight into its DMA buffer.
+    fn pump(&self) {
+        loop {
+            if self.paused.get() {
+                self.parked.set(true);
+                return;
+            }
+            if self.link().is_none_or(|l| l.dead.get()) {
+                return;
+            }
+            match self.next_packet() {
+                Ok(Some((pkt, data))) => {
+                    if !self.deliver(pkt, data) {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => return self.fail(e),
+            }
+        }
     }
 
-    fn recv_header(&self) {
-        if self.paused.get() {
-            self.parked.set(true);
-            return;
+    /// The next whole packet in the staging buffer, or `None` once a receive is started (for
+    /// more staged bytes or for the rest of a packet's block data).
+    fn next_packet(&self) -> Result<Option<(Packet, Option<DmaBuf>)>, String> {
+        let mut rx = self.rx.borrow_mut();
+        let rx = &mut *rx;
+        let Some(buf) = rx.buf.as_mut() else {
+            return Ok(None);
+        };
+        let avail = rx.end - rx.start;
+        let mut need = HEADER_LEN;
+        if avail >= HEADER_LEN {
+            let mut arr = [0u8; HEADER_LEN];
+            arr.copy_from_slice(&buf[rx.start..rx.start + HEADER_LEN]);
+            let hdr = Header::parse(&arr).map_err(|e| format!("{:?} stream: {e}", self.kind))?;
+            let body = if hdr.cmd.carries_data() {
+                hdr.cmd.body_len()
+            } else {
+                hdr.len as usize
+            };
+            need = HEADER_LEN + body;
+            if avail >= need {
+                let at = rx.start + HEADER_LEN;
+                let pkt = Packet::parse(&hdr, &buf[at..at + body])
+                    .map_err(|e| format!("{:?} stream: {e}", self.kind))?;
+                if !hdr.cmd.carries_data() {
+                    rx.start += need;
+                    return Ok(Some((pkt, None)));
+                }
+                let len = hdr.len as usize - body;
+                if len == 0 {
+                    return Err(format!("{:?} without data", hdr.cmd));
+                }
+                let Some(mut dma) = DmaBuf::alloc(len) else {
+                    return Err(format!("no {len}-byte buffer for incoming data"));
+                };
+                let have = (avail - need).min(len);
+                let from = rx.start + need;
+                dma.as_mut_slice()[..have].copy_from_slice(&buf[from..from + have]);
+                if have == len {
+                    rx.start += need + len;
+                    return Ok(Some((pkt, Some(dma))));
+                }
+                // The staging buffer is used up; the rest goes straight to the DMA buffer.
+                rx.start = 0;
+                rx.end = 0;
+                *self.stage.borrow_mut() = Stage::Data(pkt);
+                self.sock.recv(
+                    RecvBuf {
+                        mem: RecvMem::Dma(dma),
+                        offset: have,
+                        len: len - have,
+                    },
+                    true,
+                );
+                return Ok(None);
+            }
         }
-        *self.stage.borrow_mut() = Stage::Header;
-        self.start_recv(HEADER_LEN, false);
+        // Not a whole header and body yet: make room and receive more.
+        if rx.start > 0 {
+            buf.copy_within(rx.start..rx.end, 0);
+            rx.end -= rx.start;
+            rx.start = 0;
+        }
+        if need > buf.len() {
+            // A large variable body (a bitmap): grow to hold it.
+            let mut bigger = vec![0u8; need].into_boxed_slice();
+            bigger[..rx.end].copy_from_slice(&buf[..rx.end]);
+            *buf = bigger;
+        }
+        let Some(buf) = rx.buf.take() else {
+            return Ok(None);
+        };
+        let len = buf.len() - rx.end;
+        *self.stage.borrow_mut() = Stage::Staging;
+        // Waiting for whatever the peer sends next is passive.
+        self.sock.recv(
+            RecvBuf {
+                mem: RecvMem::Heap(buf),
+                offset: rx.end,
+                len,
+            },
+            false,
+        );
+        Ok(None)
     }
 
     /// Stops reading after the current packet (a receiver draining an epoch).
@@ -157,10 +269,17 @@ impl Stream {
         self.paused.set(true);
     }
 
-    pub fn resume(&self) {
+    pub fn resume(self: &Rc<Self>) {
         self.paused.set(false);
         if self.parked.replace(false) {
-            self.recv_header();
+            // Parse on in the next iteration, not from here: the caller (a disk completion
+            // finishing an epoch) may still hold state that delivering a packet touches.
+            let me = Rc::downgrade(self);
+            oxstor_reactor::reactor::schedule_after(Duration::ZERO, move || {
+                if let Some(s) = me.upgrade() {
+                    s.pump();
+                }
+            });
         }
     }
 
@@ -170,90 +289,23 @@ impl Stream {
         }
     }
 
-    fn on_complete_buffer(&self, buf: RecvBuf) {
-        let stage = std::mem::replace(&mut *self.stage.borrow_mut(), Stage::Header);
-        match stage {
-            Stage::Header => {
-                let RecvMem::Heap(bytes) = &buf.mem else {
-                    return;
-                };
-                let Ok(arr) = <&[u8; HEADER_LEN]>::try_from(&bytes[..]) else {
-                    return;
-                };
-                let hdr = match Header::parse(arr) {
-                    Ok(h) => h,
-                    Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
-                };
-                let body = if hdr.cmd.carries_data() {
-                    hdr.cmd.body_len()
-                } else {
-                    hdr.len as usize
-                };
-                if body == 0 {
-                    return self.dispatch(&hdr, &[], None);
-                }
-                *self.stage.borrow_mut() = Stage::Body(hdr);
-                self.start_recv(body, true);
-            }
-            Stage::Body(hdr) => {
-                let RecvMem::Heap(bytes) = &buf.mem else {
-                    return;
-                };
-                let pkt = match Packet::parse(&hdr, bytes) {
-                    Ok(p) => p,
-                    Err(e) => return self.fail(format!("{:?} stream: {e}", self.kind)),
-                };
-                if hdr.cmd.carries_data() {
-                    let len = hdr.len as usize - hdr.cmd.body_len();
-                    if len == 0 {
-                        return self.fail(format!("{:?} without data", hdr.cmd));
-                    }
-                    let Some(dma) = DmaBuf::alloc(len) else {
-                        return self.fail(format!("no {len}-byte buffer for incoming data"));
-                    };
-                    *self.stage.borrow_mut() = Stage::Data(pkt);
-                    self.sock.recv(
-                        RecvBuf {
-                            mem: RecvMem::Dma(dma),
-                            offset: 0,
-                            len,
-                        },
-                        true,
-                    );
-                } else {
-                    self.deliver(pkt, None);
-                }
-            }
-            Stage::Data(pkt) => {
-                let RecvMem::Dma(dma) = buf.mem else { return };
-                self.deliver(pkt, Some(dma));
-            }
-        }
-    }
-
-    fn dispatch(&self, hdr: &Header, body: &[u8], data: Option<DmaBuf>) {
-        match Packet::parse(hdr, body) {
-            Ok(p) => self.deliver(p, data),
-            Err(e) => self.fail(format!("{:?} stream: {e}", self.kind)),
-        }
-    }
-
-    fn deliver(&self, pkt: Packet, data: Option<DmaBuf>) {
-        let Some(link) = self.link() else { return };
+    /// Hands a packet to the owner; whether the link is still alive.
+    fn deliver(&self, pkt: Packet, data: Option<DmaBuf>) -> bool {
+        let Some(link) = self.link() else {
+            return false;
+        };
         if link.dead.get() {
-            return;
+            return false;
         }
         link.last_rx_ns.set(oxstor_reactor::clock::now_ns());
         let Some(ev) = link.events.upgrade() else {
-            return;
+            return false;
         };
         if let Err(reason) = ev.packet(&link, self.kind, pkt, data) {
             link.fail(&reason);
-            return;
+            return false;
         }
-        if !link.dead.get() {
-            self.recv_header();
-        }
+        !link.dead.get()
     }
 }
 
@@ -268,21 +320,36 @@ impl SocketEvents<Seg> for Stream {
             return self.fail(format!("{:?} stream: {why}", self.kind));
         }
         let got = result as usize;
-        if got < buf.len {
-            // A short read: ask for the rest of this piece.
-            buf.offset += got;
-            buf.len -= got;
-            self.sock.recv(buf, true);
-            return;
+        let stage = std::mem::replace(&mut *self.stage.borrow_mut(), Stage::Staging);
+        match (stage, buf.mem) {
+            (Stage::Staging, RecvMem::Heap(b)) => {
+                let mut rx = self.rx.borrow_mut();
+                rx.end = buf.offset + got.min(buf.len);
+                rx.buf = Some(b);
+            }
+            (Stage::Data(pkt), mem) if got < buf.len => {
+                // A short read: ask for the rest of the block data.
+                *self.stage.borrow_mut() = Stage::Data(pkt);
+                buf.mem = mem;
+                buf.offset += got;
+                buf.len -= got;
+                self.sock.recv(buf, true);
+                return;
+            }
+            (Stage::Data(pkt), RecvMem::Dma(dma)) => {
+                if !self.deliver(pkt, Some(dma)) {
+                    return;
+                }
+            }
+            _ => return self.fail(format!("{:?} stream: unexpected receive", self.kind)),
         }
-        // Reassemble the view of the full piece for parsing.
-        let total = buf.offset + buf.len;
-        buf.offset = 0;
-        buf.len = total;
-        self.on_complete_buffer(buf);
+        self.pump();
     }
 
-    fn sent(&self, _segments: Vec<Seg>, result: i32) {
+    fn sent(&self, segments: Vec<Seg>, result: i32) {
+        // Release the shared write buffers before `data_sent`: under protocol A that
+        // completes the writes, which take their buffers back only if no one else holds them.
+        drop(segments);
         self.sending.set(false);
         let ids = std::mem::take(&mut *self.sending_ids.borrow_mut());
         if result < 0 {
@@ -383,8 +450,8 @@ impl Link {
 
     /// Starts the receive loops; called once the owner holds the link.
     pub fn begin_receiving(&self) {
-        self.data.recv_header();
-        self.meta.recv_header();
+        self.data.pump();
+        self.meta.pump();
     }
 
     fn tick(self: &Rc<Self>) -> PollStatus {

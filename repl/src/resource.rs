@@ -220,10 +220,27 @@ impl Resource {
     }
 
     pub fn set_disk_state(&self, s: DiskState) {
+        let old = self.disk_state();
         if let Some(v) = self.volume() {
             v.disk_state.set(s);
         }
         self.shared.disk.store(s.to_wire(), Ordering::Release);
+        // Every connected peer hears of the change, not only the one a resync runs with:
+        // otherwise a third node keeps showing (and deciding on) a stale disk state.
+        if old != s {
+            if let Ok(peers) = self.peers.try_borrow() {
+                let state = crate::wire::State {
+                    role: self.role.get().to_wire(),
+                    disk: s.to_wire(),
+                    flags: 0,
+                };
+                for p in peers.iter() {
+                    if let Some(link) = p.established_link() {
+                        link.data.send(&crate::wire::Packet::State(state));
+                    }
+                }
+            }
+        }
     }
 
     pub fn disk_state(&self) -> DiskState {

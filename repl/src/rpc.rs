@@ -584,6 +584,19 @@ pub fn detach(p: ResourceRef) -> RpcResult {
 
 pub fn down(p: ResourceRef) -> RpcResult {
     let name = p.resource;
+    // Refuse before changing anything (as drbdsetup does for an open device): otherwise the
+    // unregister in detach_disk fails only after the demotion and the disconnects.
+    let device = with_resource(&name, |r| Ok(r.volume().map(|v| v.device.clone())))?;
+    if let Some(holder) = device
+        .as_deref()
+        .and_then(|d| oxstor_bdev::registry::lookup(d).ok())
+        .and_then(|e| e.claimed_by())
+    {
+        return Err(format!(
+            "device {} is in use by {holder}; remove it from there first",
+            device.unwrap_or_default()
+        ));
+    }
     with_resource(&name, |r| {
         demote(r);
         for peer in r.peers.borrow().clone() {

@@ -35,7 +35,10 @@
 //!   overwritten by stale rebuild data; reads never go to the member being rebuilt.
 //!   raid5/raid6 members are recomputed from parity by [`crate::rebuild`] under the stripe
 //!   locks. A member added with no missing slot waits as a hot spare and takes the slot of
-//!   the next member to fail (`use_spare`).
+//!   the next member to fail (`use_spare`), except on a raid1 whose members are all in
+//!   service: that one *grows* (2 -> 3 copies). The new slot is appended, a layout with one
+//!   more copy replaces the old one (each core's channel picks it up in `reload_members`
+//!   before the slot turns REBUILDING), and the slot is rebuilt as a replacement would be.
 
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{
@@ -48,7 +51,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak as ArcWeak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak as ArcWeak};
 use std::time::Duration;
 
 /// SPDK's limit on members per array (and what fits the tag's member field).
@@ -455,10 +458,13 @@ pub struct RaidShared {
     uuid: String,
     level: RaidLevel,
     strip_kb: u32,
-    n: usize,
+    /// Member slots; grows when a raid1 gains a copy (see `add_member`).
+    n: AtomicUsize,
     /// Per-slot health (MISSING/ONLINE/FAILED/REBUILDING), read on every mirror I/O.
+    /// [`MAX_MEMBERS`] entries, so that a raid1 can grow without reallocating them.
     states: Box<[AtomicU8]>,
-    layout: OnceLock<Arc<Layout>>,
+    /// The layout once assembled; replaced (never removed) when a raid1 grows.
+    layout: RwLock<Option<Arc<Layout>>>,
     online: AtomicBool,
     deleted: AtomicBool,
     ctl: Mutex<Ctl>,
@@ -539,9 +545,9 @@ pub(crate) fn create_array(spec: ArraySpec) -> Result<String, BdevError> {
         uuid: spec.uuid,
         level: spec.level,
         strip_kb: spec.strip_kb,
-        n,
-        states: (0..n).map(|_| AtomicU8::new(MISSING)).collect(),
-        layout: OnceLock::new(),
+        n: AtomicUsize::new(n),
+        states: (0..MAX_MEMBERS).map(|_| AtomicU8::new(MISSING)).collect(),
+        layout: RwLock::new(None),
         online: AtomicBool::new(false),
         deleted: AtomicBool::new(false),
         ctl: Mutex::new(Ctl {
@@ -658,6 +664,19 @@ impl RaidShared {
         self.states[m].load(Ordering::Acquire)
     }
 
+    /// Member slots (a raid1 may gain some while it runs).
+    pub(crate) fn n(&self) -> usize {
+        self.n.load(Ordering::Acquire)
+    }
+
+    /// The current layout; None until assembled.
+    fn layout(&self) -> Option<Arc<Layout>> {
+        self.layout
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether member `m` serves reads and writes (for [`crate::stripe`]).
     pub(crate) fn member_online(&self, m: usize) -> bool {
         self.state(m) == ONLINE
@@ -680,7 +699,7 @@ impl RaidShared {
 
     /// SPDK's view: configuring until assembled; offline once a mirror has lost data.
     pub fn raid_state(&self) -> RaidState {
-        match self.layout.get() {
+        match self.layout() {
             None => RaidState::Configuring,
             Some(l) if l.lost_data(|m| self.state(m)) => RaidState::Offline,
             Some(_) => RaidState::Online,
@@ -713,7 +732,7 @@ impl RaidShared {
             return Err(BdevError::NotFound(self.name.clone()));
         }
         let bs = self.check_block_sizes(ctl)?;
-        let mut sizes = Vec::with_capacity(self.n);
+        let mut sizes = Vec::with_capacity(self.n());
         let mut supported = [true; 7];
         for s in &ctl.slots {
             let Some(g) = &s.claim else {
@@ -831,9 +850,9 @@ impl RaidShared {
             let degraded = ctl.slots.iter().any(|s| s.claim.is_none());
             p.attach_intent(self.level, self.id, layout.num_blocks, bs, degraded);
         }
+        *self.layout.write().unwrap_or_else(|p| p.into_inner()) = Some(layout.clone());
         let bdev = Arc::new(RaidBdev {
             shared: self.clone(),
-            layout: layout.clone(),
             geometry,
             supported,
         });
@@ -841,9 +860,9 @@ impl RaidShared {
             for s in self.states.iter() {
                 s.store(MISSING, Ordering::Release);
             }
+            *self.layout.write().unwrap_or_else(|p| p.into_inner()) = None;
             return Err(e);
         }
-        let _ = self.layout.set(layout);
         ctl.online = true;
         ctl.last_error = None;
         self.online.store(true, Ordering::Release);
@@ -851,7 +870,7 @@ impl RaidShared {
             "raid {}: online, {} with {} members, {} blocks of {bs} bytes",
             self.name,
             self.level.name(),
-            self.n,
+            self.n(),
             geometry.num_blocks
         );
         Ok(())
@@ -992,7 +1011,7 @@ impl RaidShared {
         let guard = {
             let mut ctl = self.ctl();
             let base = ctl.slots[slot].name.clone().unwrap_or_default();
-            if let Some(layout) = self.layout.get() {
+            if let Some(layout) = self.layout() {
                 if !self.level.is_redundant() {
                     return Err(BdevError::Invalid(format!(
                         "{} has no redundancy: removing {base} from raid {} would lose data",
@@ -1025,7 +1044,10 @@ impl RaidShared {
     }
 
     /// `bdev_raid_add_base_bdev`: fills a free slot; on an online mirror, starts a rebuild.
-    pub(crate) fn add_member(self: &Arc<Self>, base: &str) -> Result<(), BdevError> {
+    /// A raid1 whose slots are all in service (and that runs no rebuild) grows instead: the
+    /// new member gets a new slot (2 -> 3 copies) and is rebuilt like a replacement; with
+    /// `spare` it waits as a hot spare as on the other levels.
+    pub(crate) fn add_member(self: &Arc<Self>, base: &str, spare: bool) -> Result<(), BdevError> {
         let (slot, rt) = {
             let mut ctl = self.ctl();
             if !ctl.online {
@@ -1051,8 +1073,7 @@ impl RaidShared {
                 return Ok(());
             }
             let layout = self
-                .layout
-                .get()
+                .layout()
                 .ok_or_else(|| BdevError::Invalid(format!("raid {} is not online", self.name)))?;
             if !self.level.is_redundant() {
                 return Err(BdevError::Invalid(format!(
@@ -1061,10 +1082,33 @@ impl RaidShared {
                     self.name
                 )));
             }
+            let n = self.n();
             // A missing slot is filled and rebuilt; without one (or while another rebuild
-            // runs) the new member becomes a hot spare.
+            // runs) the new member becomes a hot spare, except that a healthy raid1 grows.
             let missing =
-                (0..self.n).find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none());
+                (0..n).find(|&m| self.state(m) == MISSING && ctl.slots[m].claim.is_none());
+            let grow = !spare
+                && missing.is_none()
+                && self.level == RaidLevel::Raid1
+                && (0..n).all(|m| self.state(m) == ONLINE)
+                && self.rebuild_target.load(Ordering::Acquire) == NO_REBUILD;
+            let most = if self.persist.is_some() {
+                crate::persist::MAX_SUPERBLOCK_MEMBERS
+            } else {
+                MAX_MEMBERS
+            };
+            if grow && n >= most {
+                return Err(BdevError::Invalid(format!(
+                    "raid {} already has {most} members",
+                    self.name
+                )));
+            }
+            if grow && crate::scrub::running(self.id) {
+                return Err(BdevError::Invalid(format!(
+                    "raid {} is scrubbing: add {base} when the scrub is done",
+                    self.name
+                )));
+            }
             let rt = registry::runtime().ok_or(BdevError::NoRuntime)?;
             let guard = registry::claim(base, "raid")?;
             let b = guard.entry().bdev.clone();
@@ -1091,7 +1135,8 @@ impl RaidShared {
                     self.name
                 )));
             }
-            let slot = match missing {
+            let target = if grow { Some(n) } else { missing };
+            let slot = match target {
                 Some(slot)
                     if self
                         .rebuild_target
@@ -1114,9 +1159,45 @@ impl RaidShared {
                     return Ok(());
                 }
             };
-            ctl.slots[slot].name = Some(base.to_string());
-            ctl.slots[slot].config_name = base.to_string();
-            ctl.slots[slot].claim = Some(guard);
+            if slot == n {
+                // Grow: a new slot, MISSING until the channels know its member (then the
+                // rebuild turns it REBUILDING), and a layout with one more copy.
+                let mut sizes = layout.data_blocks.clone();
+                sizes.push(layout.data_blocks[0]);
+                let mut grown = match Layout::new(self.level, 0, &sizes, layout.block_size) {
+                    Ok(l) if l.num_blocks == layout.num_blocks => l,
+                    Ok(_) | Err(_) => {
+                        self.rebuild_target.store(NO_REBUILD, Ordering::Release);
+                        return Err(BdevError::Invalid(format!(
+                            "raid {}: cannot lay out {} copies",
+                            self.name,
+                            n + 1
+                        )));
+                    }
+                };
+                grown.data_offset = layout.data_offset;
+                self.states[slot].store(MISSING, Ordering::SeqCst);
+                ctl.slots.push(Slot {
+                    name: Some(base.to_string()),
+                    config_name: base.to_string(),
+                    claim: Some(guard),
+                });
+                *self.layout.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(grown));
+                self.n.store(n + 1, Ordering::Release);
+                if let Some(i) = self.intent() {
+                    // The new member gets the whole bitmap image, not just later changes.
+                    i.member_added();
+                }
+                tracing::info!(
+                    "raid {}: growing to {} copies with {base} (slot {slot})",
+                    self.name,
+                    n + 1
+                );
+            } else {
+                ctl.slots[slot].name = Some(base.to_string());
+                ctl.slots[slot].config_name = base.to_string();
+                ctl.slots[slot].claim = Some(guard);
+            }
             (slot, rt)
         };
         self.begin_rebuild(slot, base, rt);
@@ -1161,7 +1242,7 @@ impl RaidShared {
             if !ctl.online || self.deleted.load(Ordering::Acquire) || ctl.spares.is_empty() {
                 return;
             }
-            let Some(slot) = (0..self.n).find(|&m| matches!(self.state(m), FAILED | MISSING))
+            let Some(slot) = (0..self.n()).find(|&m| matches!(self.state(m), FAILED | MISSING))
             else {
                 return;
             };
@@ -1188,7 +1269,8 @@ impl RaidShared {
     /// The `bdev_raid_get_bdevs` entry (also `driver_specific.raid` in bdev_get_bdevs).
     pub fn info(&self) -> Value {
         let ctl = self.ctl();
-        let layout = self.layout.get();
+        let layout = self.layout();
+        let layout = layout.as_deref();
         let strip_kb = if self.level == RaidLevel::Raid1 {
             0
         } else {
@@ -1198,8 +1280,8 @@ impl RaidShared {
         let discovered = ctl.slots.iter().filter(|s| present(s)).count();
         let operational = match layout {
             // Before assembly SPDK reports the members it expects to run with.
-            None => self.n,
-            Some(_) => (0..self.n)
+            None => self.n(),
+            Some(_) => (0..self.n())
                 .filter(|&m| matches!(self.state(m), ONLINE | REBUILDING))
                 .count(),
         };
@@ -1250,7 +1332,7 @@ impl RaidShared {
             "state": self.raid_state().name(),
             "raid_level": self.level.name(),
             "superblock": self.persist.is_some(),
-            "num_base_bdevs": self.n,
+            "num_base_bdevs": self.n(),
             "num_base_bdevs_discovered": discovered,
             "num_base_bdevs_operational": operational,
             "base_bdevs_list": base,
@@ -1308,7 +1390,6 @@ impl RaidShared {
 /// An assembled array as the registry sees it.
 pub struct RaidBdev {
     shared: Arc<RaidShared>,
-    layout: Arc<Layout>,
     geometry: Geometry,
     supported: [bool; 7],
 }
@@ -1343,25 +1424,36 @@ impl Bdev for RaidBdev {
         self.supported[t as usize]
     }
     fn create_channel(&self) -> Result<Box<dyn BdevChannel>, BdevError> {
-        let n = self.shared.n;
+        let n = self.shared.n();
+        let layout = self.shared.layout().ok_or_else(|| {
+            BdevError::Invalid(format!("raid {} is not online", self.shared.name))
+        })?;
+        // A raid1 may gain members later: room for every slot it could have.
+        let counters = if self.shared.level == RaidLevel::Raid1 {
+            MAX_MEMBERS
+        } else {
+            n
+        };
         let gate = Arc::new(WriteGate::default());
         let st = Rc::new_cyclic(|me| ChanState {
             me: me.clone(),
             shared: self.shared.clone(),
-            layout: self.layout.clone(),
+            layout: RefCell::new(layout.clone()),
             members: RefCell::new(vec![None; n]),
-            outstanding: (0..n).map(|_| Cell::new(0)).collect(),
+            outstanding: (0..counters).map(|_| Cell::new(0)).collect(),
             fanouts: RefCell::new(Vec::new()),
             free_fanouts: RefCell::new(Vec::new()),
             free_ios: RefCell::new(Vec::new()),
             gate: gate.clone(),
-            next_marked: Cell::new(false),
-            stripes: self.layout.stripes.as_ref().map(|sh| {
+            next_marked: Cell::new(crate::intent::Begin::Unmarked),
+            intent_core: self.shared.intent().map(|i| i.register_core()),
+            raid0: StripeMap::new(&layout),
+            stripes: layout.stripes.as_ref().map(|sh| {
                 crate::stripe::StripeChan::new(
                     self.shared.clone(),
                     sh.clone(),
-                    self.layout.block_size,
-                    self.layout.data_offset,
+                    layout.block_size,
+                    layout.data_offset,
                 )
             }),
         });
@@ -1433,8 +1525,8 @@ struct Fanout {
     mirror: bool,
     /// The write-gate epoch this write is counted under.
     epoch: Option<u64>,
-    /// Marked in the write-intent bitmap: unmark when done.
-    intent: bool,
+    /// How the write-intent bitmap counted it: hand back when done.
+    intent: crate::intent::Begin,
 }
 
 #[derive(Clone, Copy)]
@@ -1450,7 +1542,9 @@ enum Plan {
 struct ChanState {
     me: Weak<ChanState>,
     shared: Arc<RaidShared>,
-    layout: Arc<Layout>,
+    /// The array's layout as this core last learned it (`reload_members`): a raid1 that
+    /// gains a member gets a new one.
+    layout: RefCell<Arc<Layout>>,
     members: RefCell<Vec<Option<Rc<IoChannel>>>>,
     /// Read blocks in flight per member, for least-outstanding read balancing.
     outstanding: Vec<Cell<u64>>,
@@ -1463,12 +1557,63 @@ struct ChanState {
     gate: Arc<WriteGate>,
     /// raid5/raid6: the stripe engine that serves reads and writes.
     stripes: Option<Rc<crate::stripe::StripeChan>>,
-    /// The next fan-out is a write marked in the bitmap (see `mirror_gated`).
-    next_marked: Cell<bool>,
+    /// raid0 with a power-of-two strip: the division-free map of the hot path.
+    raid0: Option<StripeMap>,
+    /// How the bitmap counted the next fan-out's write (see `mirror_gated`).
+    next_marked: Cell<crate::intent::Begin>,
+    /// This core's write-intent bitmap counters (arrays that keep a bitmap).
+    intent_core: Option<Arc<crate::intent::IntentCore>>,
 }
 
 /// Child descriptors kept per channel for reuse.
 const IO_POOL: usize = 256;
+
+/// raid0 array-to-member mapping without divisions, fixed at assembly: the strip is a power
+/// of two (shift and mask) and the member count is divided by a multiplicative inverse.
+#[derive(Debug, Clone, Copy)]
+struct StripeMap {
+    shift: u32,
+    mask: u64,
+    n: u64,
+    /// ceil(2^64 / n), 0 for one member. For every k < 2^52 (array offsets are below
+    /// [`MAX_ARRAY_BLOCKS`]) and n < 2^12, k / n == (k * inv) >> 64: the product overshoots
+    /// k / n by less than k / 2^64 < 1 / n, which cannot carry it past the next integer.
+    inv: u64,
+    data_offset: u64,
+}
+
+impl StripeMap {
+    fn new(l: &Layout) -> Option<StripeMap> {
+        if l.level != RaidLevel::Raid0 || !l.strip.is_power_of_two() || l.n == 0 {
+            return None;
+        }
+        let n = l.n as u64;
+        Some(StripeMap {
+            shift: l.strip.trailing_zeros(),
+            mask: l.strip - 1,
+            n,
+            inv: if n == 1 { 0 } else { u64::MAX / n + 1 },
+            data_offset: l.data_offset,
+        })
+    }
+
+    /// The member and member block (data offset included) of `[off, off+len)` if it lies in
+    /// one strip; what [`Layout::map_one`] computes for raid0.
+    #[inline]
+    fn map(&self, off: u64, len: u64) -> Option<(usize, u64)> {
+        let (k, within) = (off >> self.shift, off & self.mask);
+        if within + len > self.mask + 1 {
+            return None;
+        }
+        let row = if self.inv == 0 {
+            k
+        } else {
+            ((u128::from(k) * u128::from(self.inv)) >> 64) as u64
+        };
+        let m = k - row * self.n;
+        Some((m as usize, (row << self.shift) + within + self.data_offset))
+    }
+}
 
 struct RaidChannel(Rc<ChanState>);
 
@@ -1486,7 +1631,7 @@ impl ChanState {
     }
 
     fn reload_members(&self) -> Result<(), BdevError> {
-        let mut chans = Vec::with_capacity(self.shared.n);
+        let mut chans = Vec::with_capacity(self.shared.n());
         for e in self.shared.member_entries() {
             chans.push(match e {
                 Some(e) => Some(e.channel()?),
@@ -1497,14 +1642,44 @@ impl ChanState {
             st.set_members(chans.clone());
         }
         *self.members.borrow_mut() = chans;
+        if let Some(l) = self.shared.layout() {
+            *self.layout.borrow_mut() = l;
+        }
         Ok(())
     }
 
-    fn member(&self, m: usize) -> Option<Rc<IoChannel>> {
-        self.members.borrow().get(m).cloned().flatten()
+    fn has_member(&self, m: usize) -> bool {
+        self.members.borrow().get(m).is_some_and(Option::is_some)
     }
 
-    fn submit_io(&self, io: Box<BdevIo>) {
+    /// Submits `io` to member `m` with this channel as its completion frame (no Rc clone of
+    /// the member's channel); false (and `io` back) if there is no member in the slot.
+    fn submit_to(&self, m: usize, io: Box<BdevIo>, tag: u64) -> Result<(), Box<BdevIo>> {
+        let members = self.members.borrow();
+        match members.get(m).and_then(Option::as_ref) {
+            Some(ch) => {
+                ch.submit(io, self.rc(), tag);
+                Ok(())
+            }
+            None => Err(io),
+        }
+    }
+
+    fn submit_io(&self, mut io: Box<BdevIo>) {
+        if let Some(map) = &self.raid0 {
+            // The hot path: a read or write inside one strip (the generic channel split on
+            // strips) goes to its member as is, offset remapped, nothing allocated or cloned.
+            if io.io_type.has_data() {
+                if let Some((m, moff)) = map.map(io.offset_blocks, io.num_blocks) {
+                    let members = self.members.borrow();
+                    if let Some(ch) = members.get(m).and_then(Option::as_ref) {
+                        let orig = io.offset_blocks;
+                        io.offset_blocks = moff;
+                        return ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
+                    }
+                }
+            }
+        }
         if let Some(st) = &self.stripes {
             return match io.io_type {
                 IoType::Read | IoType::Write => st.submit(io),
@@ -1513,7 +1688,7 @@ impl ChanState {
                 _ => complete_later(io, IoStatus::Failed(libc::ENOTSUP)),
             };
         }
-        if self.layout.level.is_mirror() {
+        if self.layout.borrow().level.is_mirror() {
             self.mirrored(io)
         } else {
             self.striped(io)
@@ -1523,14 +1698,17 @@ impl ChanState {
     fn striped(&self, mut io: Box<BdevIo>) {
         match io.io_type {
             IoType::Read | IoType::Write | IoType::Compare => {
-                let Some((m, moff)) = self.layout.map_one(io.offset_blocks, io.num_blocks) else {
+                let l = self.layout.borrow();
+                let Some((m, moff)) = l.map_one(io.offset_blocks, io.num_blocks) else {
+                    drop(l);
                     return self.fan_out(io, false, None, Plan::Pieces);
                 };
-                let Some(ch) = self.member(m) else {
+                let members = self.members.borrow();
+                let Some(ch) = members.get(m).and_then(Option::as_ref) else {
                     return complete_later(io, IoStatus::Failed(libc::ENODEV));
                 };
                 let orig = io.offset_blocks;
-                io.offset_blocks = moff + self.layout.data_offset;
+                io.offset_blocks = moff + l.data_offset;
                 ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
             }
             IoType::Unmap | IoType::WriteZeroes => self.fan_out(io, false, None, Plan::Extents),
@@ -1550,13 +1728,13 @@ impl ChanState {
     /// The in-service copy with the fewest blocks in flight on this channel.
     fn pick(&self, copies: impl Iterator<Item = (usize, u64)>) -> Option<(usize, u64)> {
         copies
-            .filter(|&(m, _)| self.shared.state(m) == ONLINE && self.member(m).is_some())
+            .filter(|&(m, _)| self.shared.state(m) == ONLINE && self.has_member(m))
             .min_by_key(|&(m, _)| self.outstanding[m].get())
     }
 
     fn mirror_read(&self, mut io: Box<BdevIo>) {
         let (off, len) = (io.offset_blocks, io.num_blocks);
-        let l = &self.layout;
+        let l = self.layout.borrow();
         let choice = if l.level == RaidLevel::Raid1 {
             self.pick((0..l.n).map(|m| (m, off)))
         } else {
@@ -1570,25 +1748,27 @@ impl ChanState {
         let Some((m, moff)) = choice else {
             return complete_later(io, IoStatus::Failed(libc::EIO));
         };
-        let Some(ch) = self.member(m) else {
-            return complete_later(io, IoStatus::Failed(libc::EIO));
-        };
-        self.outstanding[m].set(self.outstanding[m].get() + len);
-        io.offset_blocks = moff + self.layout.data_offset;
+        io.offset_blocks = moff + l.data_offset;
         io.status = IoStatus::Pending;
-        ch.submit(io, self.rc(), tag(KIND_MIRROR_READ, m, off));
+        drop(l);
+        self.outstanding[m].set(self.outstanding[m].get() + len);
+        if let Err(mut io) = self.submit_to(m, io, tag(KIND_MIRROR_READ, m, off)) {
+            self.outstanding[m].set(self.outstanding[m].get() - len);
+            io.offset_blocks = off;
+            complete_later(io, IoStatus::Failed(libc::EIO));
+        }
     }
 
     /// A raid10 read spanning chunks: one child per chunk, each from its best copy.
     fn raid10_read_split(&self, io: Box<BdevIo>) {
         let (off, len, t) = (io.offset_blocks, io.num_blocks, io.io_type);
         let slot = self.fanout_open(io, false, None);
-        let s = self.layout.strip;
+        let s = self.layout.borrow().strip;
         let mut cur = off;
         while cur < off + len {
             let (c, within) = (cur / s, cur % s);
             let plen = (s - within).min(off + len - cur);
-            match self.pick((0..2).map(|copy| self.layout.chunk_copy(c, copy, within))) {
+            match self.pick((0..2).map(|copy| self.layout.borrow().chunk_copy(c, copy, within))) {
                 Some((m, moff)) => self.send_child(slot, m, t, moff, plen, cur - off),
                 None => self.fanouts.borrow_mut()[slot].err = Some(IoStatus::Failed(libc::EIO)),
             }
@@ -1600,17 +1780,19 @@ impl ChanState {
     /// Writes (and unmap/write-zeroes) to a mirror: counted by the write gate, held back
     /// while they overlap the window a rebuild is copying.
     fn mirror_modify(&self, io: Box<BdevIo>, plan: Plan) {
-        if let Some(i) = self.shared.intent() {
-            match i.begin_write(io.offset_blocks, io.num_blocks) {
-                Ok(true) => return self.mirror_gated(io, plan, true),
-                Ok(false) => return self.intent_wait(io, plan),
-                Err(()) => {} // out of range: not marked, fails below as it would anyway
-            }
+        use crate::intent::Begin;
+        let how = match (self.shared.intent(), &self.intent_core) {
+            (Some(i), Some(core)) => i.begin_write(core, io.offset_blocks, io.num_blocks),
+            // Out of range is not marked: it fails below as it would anyway.
+            _ => Begin::Unmarked,
+        };
+        match how {
+            Begin::Hold => self.intent_wait(io, plan),
+            how => self.mirror_gated(io, plan, how),
         }
-        self.mirror_gated(io, plan, false)
     }
 
-    /// A write held until its bitmap regions are on disk.
+    /// A write held until its bitmap regions are on disk (marked: `Begin::Hold`).
     fn intent_wait(&self, io: Box<BdevIo>, plan: Plan) {
         let me = self.rc();
         oxstor_reactor::schedule_after(LOCKED_RETRY, move || {
@@ -1619,14 +1801,14 @@ impl ChanState {
                 .intent()
                 .is_none_or(|i| i.write_may_go(io.offset_blocks, io.num_blocks));
             if go {
-                me.mirror_gated(io, plan, true)
+                me.mirror_gated(io, plan, crate::intent::Begin::Hold)
             } else {
                 me.intent_wait(io, plan)
             }
         });
     }
 
-    fn mirror_gated(&self, io: Box<BdevIo>, plan: Plan, marked: bool) {
+    fn mirror_gated(&self, io: Box<BdevIo>, plan: Plan, marked: crate::intent::Begin) {
         match self.gate_enter(io.offset_blocks, io.num_blocks) {
             Some(epoch) => {
                 self.next_marked.set(marked);
@@ -1670,10 +1852,10 @@ impl ChanState {
     fn fan_out(&self, io: Box<BdevIo>, mirror: bool, epoch: Option<u64>, plan: Plan) {
         let (off, len, t) = (io.offset_blocks, io.num_blocks, io.io_type);
         let slot = self.fanout_open(io, mirror, epoch);
-        let layout = self.layout.clone();
+        let layout = self.layout.borrow();
         let emit = |m: usize, moff: u64, mlen: u64, boff: u64| {
             let in_service = !mirror || matches!(self.shared.state(m), ONLINE | REBUILDING);
-            if in_service && self.member(m).is_some() {
+            if in_service && self.has_member(m) {
                 self.send_child(slot, m, t, moff, mlen, boff);
             } else {
                 let mut f = self.fanouts.borrow_mut();
@@ -1705,7 +1887,7 @@ impl ChanState {
             outstanding: 1,
             mirror,
             epoch,
-            intent: self.next_marked.take(),
+            intent: self.next_marked.replace(crate::intent::Begin::Unmarked),
             ..Fanout::default()
         };
         slot
@@ -1714,8 +1896,10 @@ impl ChanState {
     /// Sends one child of fan-out `slot` to member `m`; data children get a window of the
     /// parent's buffer starting `boff` blocks in.
     fn send_child(&self, slot: usize, m: usize, t: IoType, moff: u64, mlen: u64, boff: u64) {
-        let Some(ch) = self.member(m) else { return };
-        let moff = moff + self.layout.data_offset;
+        if !self.has_member(m) {
+            return;
+        }
+        let moff = moff + self.layout.borrow().data_offset;
         let recycled = self.free_ios.borrow_mut().pop();
         let mut child = match recycled {
             Some(mut c) => {
@@ -1730,7 +1914,7 @@ impl ChanState {
             e.outstanding += 1;
             if t.has_data() {
                 if let Some(p) = e.parent.as_mut() {
-                    let bs = self.layout.block_size as usize;
+                    let bs = self.layout.borrow().block_size as usize;
                     // The window keeps this channel (and so the parent's buffer) alive.
                     let owner: Rc<dyn Any> = self.rc();
                     child.buf =
@@ -1738,7 +1922,10 @@ impl ChanState {
                 }
             }
         }
-        ch.submit(child, self.rc(), tag(KIND_CHILD, m, slot as u64));
+        if let Err(child) = self.submit_to(m, child, tag(KIND_CHILD, m, slot as u64)) {
+            // Checked above; members change only between I/Os.
+            complete_later(child, IoStatus::Failed(libc::ENODEV));
+        }
     }
 
     fn child_done(&self, slot: usize, m: usize, mut child: Box<BdevIo>) {
@@ -1782,16 +1969,18 @@ impl ChanState {
         if let Some(epoch) = done.epoch {
             self.gate_exit(epoch);
         }
-        if done.intent {
-            if let (Some(i), Some(p)) = (self.shared.intent(), &done.parent) {
-                i.end_write(p.offset_blocks, p.num_blocks);
+        if done.intent != crate::intent::Begin::Unmarked {
+            if let (Some(i), Some(core), Some(p)) =
+                (self.shared.intent(), &self.intent_core, &done.parent)
+            {
+                i.end_write(core, p.offset_blocks, p.num_blocks, done.intent);
             }
         }
         let status = match (done.mirror, done.err) {
             (false, err) => err.unwrap_or(IoStatus::Success),
             (true, None) if !done.degraded && done.ok > 0 => IoStatus::Success,
             (true, err) => {
-                let lost = self.layout.lost_data(|m| self.shared.state(m));
+                let lost = self.layout.borrow().lost_data(|m| self.shared.state(m));
                 if done.ok > 0 && !lost {
                     IoStatus::Success
                 } else {
@@ -1874,14 +2063,14 @@ enum Step {
 
 impl Rebuild {
     fn start(shared: Arc<RaidShared>, target: usize) {
-        let Some(layout) = shared.layout.get().cloned() else {
+        let Some(layout) = shared.layout() else {
             return;
         };
         if shared.deleted.load(Ordering::Acquire) {
             // Its members may be gone too: opening channels now would revive their state.
             return finish(&shared, target, false);
         }
-        let mut chans = Vec::with_capacity(shared.n);
+        let mut chans = Vec::with_capacity(shared.n());
         for e in shared.member_entries() {
             chans.push(e.and_then(|e| e.channel().ok()));
         }
@@ -2049,7 +2238,7 @@ fn finish(sh: &RaidShared, target: usize, ok: bool) {
     crate::rebuild::stats_end(sh.id);
     if let Some(i) = sh.intent() {
         i.rebuild_finished(target, ok);
-        i.set_degraded((0..sh.n).any(|m| sh.state(m) != ONLINE));
+        i.set_degraded((0..sh.n()).any(|m| sh.state(m) != ONLINE));
     }
     crate::persist::changed(sh);
     // A spare may be waiting for another failed or missing slot.
@@ -2120,7 +2309,7 @@ impl RaidShared {
     /// The array as its superblocks describe it; None until assembled.
     pub(crate) fn snapshot(&self) -> Option<crate::persist::Snapshot> {
         use crate::superblock::MemberState;
-        let layout = self.layout.get()?;
+        let layout = self.layout()?;
         let rebuild = self.rebuild_target.load(Ordering::Acquire);
         let members = self
             .member_entries()
@@ -2157,7 +2346,7 @@ impl RaidShared {
 impl RaidShared {
     /// raid5/raid6: the stripe layout and locks, block size and data offset.
     pub(crate) fn parity_geometry(&self) -> Option<(Arc<crate::stripe::StripeShared>, u32, u64)> {
-        let l = self.layout.get()?;
+        let l = self.layout()?;
         Some((l.stripes.clone()?, l.block_size, l.data_offset))
     }
 
@@ -2197,15 +2386,15 @@ impl RaidShared {
 impl RaidShared {
     /// Whether every slot is in service and no rebuild runs (a scrub needs both).
     pub(crate) fn scrub_ready(&self) -> bool {
-        self.layout.get().is_some()
-            && (0..self.n).all(|m| self.state(m) == ONLINE)
+        self.layout().is_some()
+            && (0..self.n()).all(|m| self.state(m) == ONLINE)
             && self.rebuild_target.load(Ordering::Acquire) == NO_REBUILD
     }
 
     /// Mirrors: array blocks, block size, data offset and the largest window starting at
     /// array block `off` whose copies are contiguous on each member (raid10: one chunk).
     pub(crate) fn scrub_mirror_window(&self, off: u64, max: u64) -> Option<(u64, u32, u64, u64)> {
-        let l = self.layout.get()?;
+        let l = self.layout()?;
         let mut len = max.min(l.num_blocks.saturating_sub(off));
         if l.level == RaidLevel::Raid10 {
             len = len.min(l.strip - off % l.strip);
@@ -2216,7 +2405,7 @@ impl RaidShared {
     /// Mirrors: (member, member block incl. data offset) of every copy of `[off, off+len)`,
     /// which must lie in one window of [`Self::scrub_mirror_window`].
     pub(crate) fn scrub_mirror_copies(&self, off: u64, len: u64) -> Vec<(usize, u64)> {
-        let Some(l) = self.layout.get() else {
+        let Some(l) = self.layout() else {
             return Vec::new();
         };
         let mut v = Vec::new();
@@ -2301,6 +2490,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn raid0_fast_map_matches_the_layout() {
+        for n in [1usize, 2, 3, 4, 5, 7, 12, 255] {
+            for strip in [1u64, 8, 128] {
+                let mut l = Layout::new(RaidLevel::Raid0, strip, &vec![1 << 20; n], 512).unwrap();
+                l.data_offset = 77;
+                let map = StripeMap::new(&l).unwrap();
+                for off in (0..l.num_blocks).step_by(97).chain([l.num_blocks - 1]) {
+                    for len in [1, strip, 2 * strip] {
+                        let want = l
+                            .map_one(off, len.min(l.num_blocks - off))
+                            .map(|(m, moff)| (m, moff + 77));
+                        assert_eq!(map.map(off, len.min(l.num_blocks - off)), want);
+                    }
+                }
+            }
+        }
+        // The inverse stays exact up to the largest array offset.
+        for n in 2..=255u64 {
+            let inv = u64::MAX / n + 1;
+            for k in [
+                MAX_ARRAY_BLOCKS - 1,
+                MAX_ARRAY_BLOCKS - n,
+                (MAX_ARRAY_BLOCKS / n) * n - 1,
+            ] {
+                assert_eq!(
+                    ((u128::from(k) * u128::from(inv)) >> 64) as u64,
+                    k / n,
+                    "{k}/{n}"
+                );
+            }
+        }
+        assert!(
+            StripeMap::new(&Layout::new(RaidLevel::Raid0, 6, &[60, 60], 512).unwrap()).is_none()
+        );
     }
 
     #[test]

@@ -553,6 +553,13 @@ impl WriteIntent {
     /// in flight age by one, and those idle for [`IDLE_SWEEPS`] become clean. Returns how
     /// many became clean (if any, a flush is due, at leisure). Does nothing while degraded.
     pub fn sweep(&mut self) -> u64 {
+        self.sweep_with(|_| false)
+    }
+
+    /// [`Self::sweep`] for a caller that also counts writes outside this structure:
+    /// `busy(region)` is asked just before a region would become clean, and a region it
+    /// calls busy stays dirty (as if a write were in flight there).
+    pub fn sweep_with(&mut self, mut busy: impl FnMut(u64) -> bool) -> u64 {
         if self.hold_bits {
             return 0;
         }
@@ -565,6 +572,10 @@ impl WriteIntent {
             }
             self.idle[index] = self.idle[index].saturating_add(1);
             if self.idle[index] >= IDLE_SWEEPS {
+                if busy(region) {
+                    self.idle[index] = 0;
+                    continue;
+                }
                 self.intent.clear(region);
                 self.idle[index] = 0;
                 cleaned += 1;
@@ -576,17 +587,50 @@ impl WriteIntent {
     /// Marks `regions` clean at once after a resync made them consistent (unless writes are
     /// in flight there, or the array is degraded). Returns how many became clean.
     pub fn clear_synced(&mut self, regions: Range<u64>) -> u64 {
+        self.clear_synced_with(regions, |_| false)
+    }
+
+    /// [`Self::clear_synced`] with `busy` as in [`Self::sweep_with`].
+    pub fn clear_synced_with(
+        &mut self,
+        regions: Range<u64>,
+        mut busy: impl FnMut(u64) -> bool,
+    ) -> u64 {
         if self.hold_bits {
             return 0;
         }
         let mut cleaned = 0;
         for region in regions.start..regions.end.min(self.regions()) {
-            if self.pending[region as usize] == 0 && self.intent.get(region) {
+            if self.pending[region as usize] == 0 && self.intent.get(region) && !busy(region) {
                 self.intent.clear(region);
                 cleaned += 1;
             }
         }
         cleaned
+    }
+
+    /// A write happened in `region` that [`Self::mark`] did not see (it was counted
+    /// elsewhere): the region is not idle.
+    pub fn touch(&mut self, region: u64) {
+        if let Some(idle) = self.idle.get_mut(region as usize) {
+            *idle = 0;
+        }
+    }
+
+    /// Words (64 regions each) of [`Self::fast_word`].
+    pub fn word_count(&self) -> usize {
+        self.intent.words.len()
+    }
+
+    /// Regions `64 * index ..` whose bit is set on disk (no flush in flight clears it) and
+    /// that no member delta tracks: a write there needs nothing from the bitmap but to be
+    /// counted while in flight. 0 while any delta is tracked.
+    pub fn fast_word(&self, index: usize) -> u64 {
+        if !self.deltas.is_empty() {
+            return 0;
+        }
+        let persisted = self.persisted.words.get(index).copied().unwrap_or(0);
+        persisted & self.intent.words.get(index).copied().unwrap_or(0)
     }
 
     /// While degraded, bits are never cleared, so a re-added member can be rebuilt from
@@ -832,6 +876,44 @@ mod tests {
         let mut too_small = [0u8; 8];
         assert!(b.mark(1, 1).is_ok());
         assert!(b.begin_flush(&mut too_small).is_err() || !b.needs_flush());
+    }
+
+    #[test]
+    fn fast_words_follow_the_disk_and_busy_regions_stay_dirty() {
+        let mut b = bitmap();
+        b.mark(0, 1).unwrap();
+        b.mark(3 * CHUNK, 1).unwrap();
+        assert_eq!(b.fast_word(0), 0, "nothing is on disk yet");
+        let mut img = vec![0u8; b.image_len()];
+        let f = b.begin_flush(&mut img).unwrap().unwrap();
+        assert_eq!(b.fast_word(0), 0, "a flush in flight persists nothing yet");
+        b.end_flush(f, true);
+        assert_eq!(b.fast_word(0), 0b1001);
+        b.finish_write(0, 1).unwrap();
+        b.finish_write(3 * CHUNK, 1).unwrap();
+        // Region 3 is busy elsewhere: it stays dirty however long it idles here.
+        for _ in 0..IDLE_SWEEPS {
+            b.sweep_with(|r| r == 3);
+        }
+        assert_eq!(b.dirty_regions().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(b.fast_word(0), 0b1000, "region 0 is clean in memory");
+        // Touched regions do not age.
+        b.touch(3);
+        b.sweep();
+        assert_eq!(b.dirty_count(), 1);
+        b.sweep();
+        assert_eq!(b.dirty_count(), 0);
+        assert_eq!(b.clear_synced_with(0..10, |_| true), 0);
+        // A tracked member delta turns the fast path off.
+        b.mark(5 * CHUNK, 1).unwrap();
+        let f = b.begin_flush(&mut img).unwrap().unwrap();
+        b.end_flush(f, true);
+        assert_eq!(b.fast_word(0), 1 << 5);
+        b.member_removed(1);
+        assert_eq!(b.fast_word(0), 0);
+        b.member_readded(1).unwrap();
+        assert_eq!(b.fast_word(0), 1 << 5);
+        assert_eq!(b.word_count(), 1);
     }
 
     #[test]

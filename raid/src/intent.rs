@@ -6,7 +6,10 @@
 //!   the write is held (retried on its core every few tens of microseconds) while a helper
 //!   thread flushes the bitmap image to every in-service member at the superblock's bitmap
 //!   offset; the write goes once [`ArrayIntent::write_may_go`] says its regions are persisted.
-//!   Completion calls [`ArrayIntent::end_write`].
+//!   Completion calls [`ArrayIntent::end_write`]. A write whose regions are all dirty on disk
+//!   already (the common case) takes no lock: it is counted in its core's own
+//!   [`IntentCore`], and whatever clears a bit checks those counts first (see
+//!   [`ArrayIntent`]).
 //! - **Clearing** is lazy: a timer on the first reactor runs [`WriteIntent::sweep`] every
 //!   [`sweep_period`] and flushes what became clean. While the array is degraded nothing is
 //!   cleared.
@@ -33,7 +36,7 @@
 use crate::bitmap::{BitmapView, MemberDelta, WriteIntent, DEFAULT_CHUNK_BYTES, HEADER_LEN};
 use serde_json::{json, Value};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -124,10 +127,70 @@ pub struct Copied {
     pub full: bool,
 }
 
+/// How [`ArrayIntent::begin_write`] let a write go; hand it back to
+/// [`ArrayIntent::end_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Begin {
+    /// Out of range: not counted (the write fails further down anyway).
+    #[default]
+    Unmarked,
+    /// Its regions are dirty on disk: counted on this core only, no lock taken.
+    Fast,
+    /// Marked under the lock and may go now.
+    Go,
+    /// Marked under the lock; hold it until [`ArrayIntent::write_may_go`].
+    Hold,
+}
+
+impl Begin {
+    /// For carrying it in a descriptor's scratch word.
+    pub(crate) fn code(self) -> u64 {
+        match self {
+            Begin::Unmarked => 0,
+            Begin::Fast => 1,
+            Begin::Go => 2,
+            Begin::Hold => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u64) -> Begin {
+        match code {
+            1 => Begin::Fast,
+            2 => Begin::Go,
+            3 => Begin::Hold,
+            _ => Begin::Unmarked,
+        }
+    }
+}
+
+/// One core's share of the bitmap's bookkeeping (one per RAID channel): writes in flight
+/// per region that took the lock-free path, and the regions it wrote since the last sweep.
+/// Only its own core writes here; the sweeper only reads (and resets `touched`).
+pub(crate) struct IntentCore {
+    pending: Box<[AtomicU32]>,
+    touched: Box<[AtomicU64]>,
+}
+
 /// The bitmap of one running array.
+///
+/// **Write path without the lock.** A write whose regions are all dirty *on disk* needs
+/// nothing from the bitmap but to be counted while in flight, so that no sweep clears those
+/// bits under it. `fast` holds those regions (a copy of [`WriteIntent::fast_word`] the
+/// writers read); a writer counts itself in its core's [`IntentCore`] first, then checks
+/// `fast`. Everything that would clear a bit (the sweep, a resync) first takes the region
+/// out of `fast`, then looks at every core's count; both sides use sequentially consistent
+/// operations, so either the writer sees the region gone (and takes the locked path, which
+/// marks it again and waits for the disk) or the sweeper sees the write (and keeps the bit).
+/// While a member delta is tracked, `fast` is empty: every write must reach the delta.
 pub struct ArrayIntent {
     me: Weak<ArrayIntent>,
     wi: Mutex<WriteIntent>,
+    /// Regions a write may enter without the lock (see above).
+    fast: Box<[AtomicU64]>,
+    /// log2 of the region size in blocks, and the region count.
+    chunk_shift: u32,
+    regions: u64,
+    cores: Mutex<Vec<Weak<IntentCore>>>,
     /// Serialises image writes so they land in render order.
     io_lock: Mutex<()>,
     array_id: u64,
@@ -158,9 +221,16 @@ impl ArrayIntent {
         block_size: u32,
         offset_bytes: u64,
     ) -> Arc<ArrayIntent> {
+        let words = wi.word_count();
+        let chunk_shift = wi.chunk_blocks().trailing_zeros();
+        let regions = wi.regions();
         Arc::new_cyclic(|me| ArrayIntent {
             me: me.clone(),
             wi: Mutex::new(wi),
+            fast: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            chunk_shift,
+            regions,
+            cores: Mutex::new(Vec::new()),
             io_lock: Mutex::new(()),
             array_id,
             array_blocks,
@@ -199,15 +269,64 @@ impl ArrayIntent {
         rt.send(0, move || schedule_sweep(weak, std::time::Instant::now()));
     }
 
-    /// Marks a write of `blocks` at array block `offset`. Ok(true): it may go now; Ok(false):
-    /// hold it until [`Self::write_may_go`]; Err: out of range (not marked).
-    pub(crate) fn begin_write(&self, offset: u64, blocks: u64) -> Result<bool, ()> {
-        let mark = lock(&self.wi).mark(offset, blocks).map_err(|_| ())?;
+    /// This core's counters (one per RAID channel).
+    pub(crate) fn register_core(&self) -> Arc<IntentCore> {
+        let n = self.regions as usize;
+        let core = Arc::new(IntentCore {
+            pending: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            touched: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        });
+        let mut cores = lock(&self.cores);
+        cores.retain(|c| c.strong_count() > 0);
+        cores.push(Arc::downgrade(&core));
+        core
+    }
+
+    /// Regions of `[offset, offset+blocks)`; None if out of range.
+    fn region_range(&self, offset: u64, blocks: u64) -> Option<Range<u64>> {
+        let end = offset.checked_add(blocks)?;
+        if end > self.array_blocks {
+            return None;
+        }
+        if blocks == 0 {
+            return Some(0..0);
+        }
+        Some(offset >> self.chunk_shift..((end - 1) >> self.chunk_shift) + 1)
+    }
+
+    fn is_fast(&self, region: u64) -> bool {
+        self.fast[(region / 64) as usize].load(Ordering::SeqCst) >> (region % 64) & 1 == 1
+    }
+
+    /// Marks a write of `blocks` at array block `offset` on the core owning `core`; see
+    /// [`Begin`]. Whatever it returns goes to [`Self::end_write`] when the write is done.
+    pub(crate) fn begin_write(&self, core: &IntentCore, offset: u64, blocks: u64) -> Begin {
+        let Some(regions) = self.region_range(offset, blocks) else {
+            return Begin::Unmarked;
+        };
+        for r in regions.clone() {
+            core.pending[r as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        if regions.clone().all(|r| self.is_fast(r)) {
+            for r in regions {
+                let (word, bit) = (&core.touched[(r / 64) as usize], 1u64 << (r % 64));
+                if word.load(Ordering::Relaxed) & bit == 0 {
+                    word.fetch_or(bit, Ordering::Relaxed);
+                }
+            }
+            return Begin::Fast;
+        }
+        for r in regions {
+            core.pending[r as usize].fetch_sub(1, Ordering::SeqCst);
+        }
+        let Ok(mark) = lock(&self.wi).mark(offset, blocks) else {
+            return Begin::Unmarked;
+        };
         if mark.may_proceed || self.failed.load(Ordering::Acquire) {
-            return Ok(true);
+            return Begin::Go;
         }
         self.kick();
-        Ok(false)
+        Begin::Hold
     }
 
     pub(crate) fn write_may_go(&self, offset: u64, blocks: u64) -> bool {
@@ -215,8 +334,57 @@ impl ArrayIntent {
             || lock(&self.wi).is_persisted(offset, blocks).unwrap_or(true)
     }
 
-    pub(crate) fn end_write(&self, offset: u64, blocks: u64) {
-        let _ = lock(&self.wi).finish_write(offset, blocks);
+    pub(crate) fn end_write(&self, core: &IntentCore, offset: u64, blocks: u64, how: Begin) {
+        match how {
+            Begin::Unmarked => {}
+            Begin::Fast => {
+                if let Some(regions) = self.region_range(offset, blocks) {
+                    for r in regions {
+                        core.pending[r as usize].fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            Begin::Go | Begin::Hold => {
+                let _ = lock(&self.wi).finish_write(offset, blocks);
+            }
+        }
+    }
+
+    fn live_cores(&self) -> Vec<Arc<IntentCore>> {
+        let mut cores = lock(&self.cores);
+        cores.retain(|c| c.strong_count() > 0);
+        cores.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Before a bit may be cleared: takes `region` out of the fast set, then says whether a
+    /// lock-free write is still in flight there (then the bit must stay). The cores are
+    /// listed after the revocation: a channel registered later sees the region gone.
+    fn revoke_busy(&self, region: u64) -> bool {
+        self.fast[(region / 64) as usize].fetch_and(!(1u64 << (region % 64)), Ordering::SeqCst);
+        self.live_cores()
+            .iter()
+            .any(|c| c.pending[region as usize].load(Ordering::SeqCst) > 0)
+    }
+
+    /// Republishes the fast set from the bitmap (call with the lock held, after any change).
+    fn refresh_fast(&self, wi: &WriteIntent) {
+        for (i, word) in self.fast.iter().enumerate() {
+            word.store(wi.fast_word(i), Ordering::SeqCst);
+        }
+    }
+
+    /// Lock-free writes since the last sweep count as writes: their regions are not idle.
+    fn absorb_touched(&self, cores: &[Arc<IntentCore>], wi: &mut WriteIntent) {
+        for c in cores {
+            for (i, word) in c.touched.iter().enumerate() {
+                let mut bits = word.swap(0, Ordering::Relaxed);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as u64;
+                    wi.touch(i as u64 * 64 + b);
+                    bits &= bits - 1;
+                }
+            }
+        }
     }
 
     /// Dirty regions with their array block ranges.
@@ -229,7 +397,11 @@ impl ArrayIntent {
 
     /// A resync made `regions` consistent: clear them (unless degraded) and flush.
     pub(crate) fn clear_synced(&self, regions: Range<u64>) {
-        if lock(&self.wi).clear_synced(regions) > 0 {
+        let mut wi = lock(&self.wi);
+        let cleaned = wi.clear_synced_with(regions, |r| self.revoke_busy(r));
+        self.refresh_fast(&wi);
+        drop(wi);
+        if cleaned > 0 {
             self.kick();
         }
     }
@@ -243,8 +415,22 @@ impl ArrayIntent {
     pub(crate) fn member_removed(&self, slot: usize) {
         let mut wi = lock(&self.wi);
         if !wi.tracked_members().any(|s| s == slot as u32) {
+            // Every write from now on takes the locked path, which records it in the
+            // delta; lock-free writes already in flight are in dirty regions, which the
+            // delta starts with.
+            for word in self.fast.iter() {
+                word.store(0, Ordering::SeqCst);
+            }
             wi.member_removed(slot as u32);
         }
+        self.refresh_fast(&wi);
+    }
+
+    /// A member was added in a new slot (a raid1 grew): the next flush writes the whole
+    /// image, so the new member holds a complete bitmap too.
+    pub(crate) fn member_added(&self) {
+        self.initial_written.store(false, Ordering::Release);
+        self.kick();
     }
 
     /// Before `add_member`: `base` is the member that left `slot` (its superblock says so).
@@ -270,6 +456,8 @@ impl ArrayIntent {
             Some(wi.dirty_regions().map(|r| wi.region_blocks(r)).collect())
         };
         let count = ranges.as_ref().map(|r| r.len() as u64);
+        self.refresh_fast(&wi);
+        drop(wi);
         *lock(&self.rebuild_regions) = ranges.map(|r| (slot, r));
         count
     }
@@ -387,7 +575,10 @@ impl ArrayIntent {
                 Err(_) => break,
             };
             let ok = self.write_image(buf);
-            lock(&self.wi).end_flush(flush, ok);
+            let mut wi = lock(&self.wi);
+            wi.end_flush(flush, ok);
+            self.refresh_fast(&wi);
+            drop(wi);
             if !ok {
                 tracing::error!(
                     "raid array {}: write-intent bitmap cannot be written; writes no longer wait for it",
@@ -442,7 +633,13 @@ impl ArrayIntent {
 
     /// One sweep; flushes if bits became clean.
     fn sweep(&self) {
-        if lock(&self.wi).sweep() > 0 {
+        let cores = self.live_cores();
+        let mut wi = lock(&self.wi);
+        self.absorb_touched(&cores, &mut wi);
+        let cleaned = wi.sweep_with(|r| self.revoke_busy(r));
+        self.refresh_fast(&wi);
+        drop(wi);
+        if cleaned > 0 {
             self.kick();
         }
     }

@@ -929,7 +929,18 @@ pub(crate) fn note_returning(shared: &RaidShared, base: &str) {
     let Ok(sb) = read_entry(&entry) else { return };
     let slot = sb.own_entry as usize;
     let own_uuid = sb.members.get(slot).map(|m| m.uuid);
-    if sb.array_uuid == p.array_uuid() && own_uuid.is_some() && own_uuid == p.member_uuid(slot) {
+    // A member whose own rebuild never finished (a new copy of a growing raid1, a
+    // replacement) holds less than its delta says: it gets a full rebuild.
+    let rebuilt = sb.recovery_offset == OFFSET_DONE
+        && sb
+            .members
+            .get(slot)
+            .is_some_and(|m| m.state != MemberState::Rebuilding);
+    if rebuilt
+        && sb.array_uuid == p.array_uuid()
+        && own_uuid.is_some()
+        && own_uuid == p.member_uuid(slot)
+    {
         intent.note_returning(base, slot);
     }
 }

@@ -208,6 +208,10 @@ pub(crate) struct ParityRebuild {
     throttle: Throttle,
     timer: Cell<bool>,
     stopped: Cell<bool>,
+    /// Buffers of finished windows, reused by the next ones. A window (1 MiB by default) is
+    /// larger than the DMA pool's classes, so a fresh buffer would be a new mapping (and
+    /// page faults) for every member of every window.
+    spare: RefCell<Vec<DmaBuf>>,
 }
 
 const TAG_WRITE: u64 = 1 << 8;
@@ -236,6 +240,7 @@ impl ParityRebuild {
             throttle: Throttle::default(),
             timer: Cell::new(false),
             stopped: Cell::new(false),
+            spare: RefCell::new(Vec::new()),
         });
         rb.pump();
     }
@@ -248,6 +253,26 @@ impl ParityRebuild {
 
     fn strip(&self) -> u64 {
         self.sh.layout.strip_blocks()
+    }
+
+    /// A window buffer of `len` bytes: a spare one if it is large enough, else a new one.
+    fn take_buf(&self, len: usize) -> Option<DmaBuf> {
+        let mut spare = self.spare.borrow_mut();
+        if let Some(i) = spare.iter().position(|b| b.capacity() >= len) {
+            let mut b = spare.swap_remove(i);
+            b.set_len(len);
+            return Some(b);
+        }
+        drop(spare);
+        DmaBuf::alloc(len)
+    }
+
+    /// Keeps a buffer for the next windows (as many as the windows in flight can use).
+    fn give_buf(&self, b: DmaBuf) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < (MAX_WINDOWS_IN_FLIGHT + 1) * self.chans.len() {
+            spare.push(b);
+        }
     }
 
     fn usable(&self, m: usize) -> bool {
@@ -349,9 +374,10 @@ impl ParityRebuild {
         let len = (blocks * self.block_size) as usize;
         let mut bufs = Vec::with_capacity(n);
         for _ in 0..n {
-            match DmaBuf::alloc(len) {
+            match self.take_buf(len) {
                 Some(b) => bufs.push(Some(b)),
                 None => {
+                    bufs.into_iter().flatten().for_each(|b| self.give_buf(b));
                     let me = self.rc();
                     oxstor_reactor::schedule_after(RETRY, move || me.read(s0));
                     return;
@@ -359,7 +385,9 @@ impl ParityRebuild {
             }
         }
         let mut reads = Vec::new();
+        let mut old = Vec::new();
         self.with_window(s0, |w| {
+            old = std::mem::take(&mut w.bufs);
             w.read_failed = false;
             w.pending = 1;
             for (m, b) in bufs.iter_mut().enumerate() {
@@ -372,6 +400,7 @@ impl ParityRebuild {
             }
             w.bufs = bufs;
         });
+        old.into_iter().flatten().for_each(|b| self.give_buf(b));
         for (m, b) in reads {
             let io = BdevIo::new(
                 IoType::Read,
@@ -444,12 +473,10 @@ impl ParityRebuild {
             Some(Ok(b)) => b,
             Some(Err(why)) => return self.stop(false, why),
         };
-        let Some(s1) = self.with_window(s0, |w| {
-            w.bufs.clear();
-            w.s1
-        }) else {
+        let Some((s1, rest)) = self.with_window(s0, |w| (w.s1, std::mem::take(&mut w.bufs))) else {
             return;
         };
+        rest.into_iter().flatten().for_each(|b| self.give_buf(b));
         let io = BdevIo::new(
             IoType::Write,
             self.data_offset + s0 * strip,
@@ -515,6 +542,9 @@ impl IoDone for ParityRebuild {
             return;
         }
         if tag & TAG_WRITE != 0 {
+            if let IoBuf::Dma(b) = std::mem::replace(&mut io.buf, IoBuf::None) {
+                self.give_buf(b);
+            }
             return match status {
                 IoStatus::Success => self.written(s0),
                 s => {
@@ -527,15 +557,19 @@ impl IoDone for ParityRebuild {
             IoBuf::Dma(b) => Some(b),
             _ => None,
         };
-        self.with_window(s0, |w| {
+        let unused = self.with_window(s0, |w| {
             if status.is_success() {
                 if let Some(slot) = w.bufs.get_mut(m) {
-                    *slot = buf;
+                    return std::mem::replace(slot, buf);
                 }
             } else {
                 w.read_failed = true;
             }
+            buf
         });
+        if let Some(b) = unused.flatten() {
+            self.give_buf(b);
+        }
         if !status.is_success() && status != IoStatus::Failed(libc::ENOMEM) {
             // The window is read again without this member.
             self.shared.mark_faulty(m, status);

@@ -68,6 +68,10 @@ pub struct BdevRaidRemoveBaseBdevParams {
 pub struct BdevRaidAddBaseBdevParams {
     pub raid_bdev: String,
     pub base_bdev: String,
+    /// oxstor extension: keep the new member as a hot spare even where it would grow the
+    /// array (a raid1 whose members are all in service grows by one copy otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spare: Option<bool>,
 }
 
 /// `bdev_raid_create`: returns the new array's name. An array whose members do not all
@@ -210,8 +214,10 @@ pub fn remove_base_bdev(p: BdevRaidRemoveBaseBdevParams) -> Result<(), BdevError
 /// `bdev_raid_add_base_bdev`: fills a free slot. On a configuring array that may complete
 /// it; on a degraded raid1/raid10/raid5/raid6 the new member is rebuilt in the background (a
 /// copy for mirrors, recomputed from parity for raid5/raid6), with progress under `process`
-/// in `bdev_raid_get_bdevs`. With no missing slot (or while a rebuild runs) the member
-/// becomes a hot spare, which takes the slot of the next member to fail.
+/// in `bdev_raid_get_bdevs`. A raid1 whose members are all in service grows by one copy
+/// (a new slot, rebuilt the same way). Otherwise, with no missing slot (or while a rebuild
+/// runs, or with `"spare": true`), the member becomes a hot spare, which takes the slot of
+/// the next member to fail.
 pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
     let raid = bdev::find(&p.raid_bdev)?;
     if let Ok((other, _)) = bdev::find_member(&p.base_bdev) {
@@ -223,7 +229,7 @@ pub fn add_base_bdev(p: BdevRaidAddBaseBdevParams) -> Result<(), BdevError> {
         }
     }
     persist::note_returning(&raid, &p.base_bdev);
-    raid.add_member(&p.base_bdev)?;
+    raid.add_member(&p.base_bdev, p.spare == Some(true))?;
     let _ = persist::sync(&raid);
     Ok(())
 }

@@ -79,6 +79,11 @@ pub(crate) fn info(id: u64) -> Option<Value> {
     })
 }
 
+/// Whether array `id` is scrubbing now.
+pub(crate) fn running(id: u64) -> bool {
+    with_status(id, |s| !s.done).unwrap_or(false)
+}
+
 /// `bdev_raid_scrub`: starts a check or repair in the background; returns at once.
 pub fn scrub(p: BdevRaidScrubParams) -> Result<Value, BdevError> {
     let repair = match p.action.as_str() {

@@ -192,7 +192,12 @@ pub(crate) struct StripeChan {
     free_ios: RefCell<Vec<Box<BdevIo>>>,
     /// Stripes this core holds (or is acquiring), each with the I/Os queued behind it.
     busy: RefCell<HashMap<u64, VecDeque<Box<BdevIo>>>>,
+    /// This core's write-intent bitmap counters (arrays that keep a bitmap).
+    intent_core: Option<Arc<crate::intent::IntentCore>>,
 }
+
+/// The parent write's scratch word that carries how the bitmap counted it.
+const SCRATCH_INTENT: usize = 1;
 
 impl StripeChan {
     pub(crate) fn new(
@@ -203,7 +208,6 @@ impl StripeChan {
     ) -> Rc<StripeChan> {
         Rc::new_cyclic(|me| StripeChan {
             me: me.clone(),
-            raid,
             sh,
             block_size: block_size as usize,
             data_offset,
@@ -212,6 +216,8 @@ impl StripeChan {
             free_ops: RefCell::new(Vec::new()),
             free_ios: RefCell::new(Vec::new()),
             busy: RefCell::new(HashMap::new()),
+            intent_core: raid.intent().map(|i| i.register_core()),
+            raid,
         })
     }
 
@@ -288,13 +294,15 @@ impl StripeChan {
 
     /// Marks a write in the write-intent bitmap ([`crate::intent`]) and holds it until its
     /// bits are on disk; `finish` unmarks it.
-    fn intent_then_lock(&self, io: Box<BdevIo>) {
-        let marked = self
-            .raid
-            .intent()
-            .map(|i| i.begin_write(io.offset_blocks, io.num_blocks));
-        match marked {
-            Some(Ok(false)) => self.intent_wait(io),
+    fn intent_then_lock(&self, mut io: Box<BdevIo>) {
+        use crate::intent::Begin;
+        let how = match (self.raid.intent(), &self.intent_core) {
+            (Some(i), Some(core)) => i.begin_write(core, io.offset_blocks, io.num_blocks),
+            _ => Begin::Unmarked,
+        };
+        io.scratch[SCRATCH_INTENT] = how.code();
+        match how {
+            Begin::Hold => self.intent_wait(io),
             _ => self.lock_then_start(io),
         }
     }
@@ -701,9 +709,10 @@ impl StripeChan {
         if o.mode != Mode::HealthyRead {
             self.unlock(o.stripe);
         }
-        if let (Some(p), Some(i)) = (&o.parent, self.raid.intent()) {
+        if let (Some(p), Some(i), Some(core)) = (&o.parent, self.raid.intent(), &self.intent_core) {
             if p.io_type == IoType::Write {
-                i.end_write(p.offset_blocks, p.num_blocks);
+                let how = crate::intent::Begin::from_code(p.scratch[SCRATCH_INTENT]);
+                i.end_write(core, p.offset_blocks, p.num_blocks, how);
             }
         }
         if let Some(parent) = o.parent {

@@ -368,3 +368,89 @@ fn raid5_unclean_shutdown_resyncs_parity_of_dirty_regions() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes into regions already dirty on disk skip the bitmap lock (per-core counts): the
+/// sweeper must still never clear a bit under such a write in flight. One member sits
+/// behind a delay bdev so the write stays in flight across many 1 ms sweeps.
+#[test]
+fn sweep_keeps_the_bit_of_a_lock_free_write_in_flight() {
+    let _s = serial();
+    rt();
+    oxstor_raid::intent::set_chunk_bytes(CHUNK_BYTES);
+    oxstor_raid::intent::set_sweep_period(Duration::from_secs(600));
+    for n in ["bmx0", "bmx1"] {
+        oxstor_bdev::malloc::create(
+            serde_json::from_value(json!({"name": n, "num_blocks": 16384, "block_size": 512}))
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    // 150 ms per write on the second copy.
+    oxstor_bdev::delay::create(
+        serde_json::from_value(json!({
+            "base_bdev_name": "bmx1", "name": "bmxslow",
+            "avg_read_latency": 0, "p99_read_latency": 0,
+            "avg_write_latency": 150_000, "p99_write_latency": 150_000
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    create_raid1(
+        "bmr3",
+        ["bmx0", "bmxslow"],
+        "62345678-9abc-4def-8123-456789abcdef",
+    );
+    let raid = registry::lookup("bmr3").unwrap();
+    let loc = persist::read_superblock("bmx0").unwrap().bitmap.unwrap();
+    let m0 = registry::lookup("bmx0").unwrap();
+    let bit3_on_disk = || {
+        let img = io(&m0, IoType::Read, loc.offset_bytes / 512, 1, None);
+        img[oxstor_raid::bitmap::HEADER_LEN] & (1 << 3) != 0
+    };
+    let off = 3 * CHUNK_BLOCKS + 1;
+    // First write: the bit goes to disk first (the locked path).
+    io(&raid, IoType::Write, off, 4, Some(pattern(4 * 512, 1)));
+    assert!(bit3_on_disk());
+    // Sweep every millisecond from now on; a second write takes the lock-free path and
+    // stays in flight for 150 ms.
+    oxstor_raid::intent::set_sweep_period(Duration::from_millis(1));
+    let writer = {
+        let raid = raid.clone();
+        std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            io(&raid, IoType::Write, off, 4, Some(pattern(4 * 512, 2)));
+            t0.elapsed()
+        })
+    };
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(8));
+        let (on_disk, dirty) = (
+            bit3_on_disk(),
+            raid_info("bmr3")["bitmap"]["dirty_regions"].clone(),
+        );
+        // Still in flight after both reads: they saw the write in flight.
+        if writer.is_finished() {
+            break;
+        }
+        assert!(on_disk, "bit cleared under a write in flight");
+        assert_eq!(dirty, 1);
+    }
+    let took = writer.join().unwrap();
+    eprintln!("lock-free write took {took:?}");
+    // Once idle, the bit is cleared (in memory and on disk) as before.
+    wait_for("the idle region to be cleared", || {
+        raid_info("bmr3")["bitmap"]["dirty_regions"] == 0 && !bit3_on_disk()
+    });
+    // The next write takes the locked path again and sets the bit on disk (no sweeping
+    // now, so nothing clears it once the write is done).
+    oxstor_raid::intent::set_sweep_period(Duration::from_secs(600));
+    io(&raid, IoType::Write, off, 4, Some(pattern(4 * 512, 3)));
+    assert!(bit3_on_disk());
+    drop((raid, m0));
+    rpc::delete(serde_json::from_value(json!({"name": "bmr3", "clear_sb": true})).unwrap())
+        .unwrap();
+    oxstor_bdev::delay::delete("bmxslow").unwrap();
+    for n in ["bmx0", "bmx1"] {
+        oxstor_bdev::malloc::delete(n).unwrap();
+    }
+}

@@ -98,6 +98,15 @@ fn add(raid: &str, base: &str) {
     .unwrap();
 }
 
+/// Adds `base` as a hot spare (on a healthy raid1 a plain add would grow the array).
+fn add_spare(raid: &str, base: &str) {
+    rpc::add_base_bdev(
+        serde_json::from_value(json!({"raid_bdev": raid, "base_bdev": base, "spare": true}))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
 fn remove(base: &str) {
     rpc::remove_base_bdev(serde_json::from_value(json!({ "name": base })).unwrap()).unwrap();
 }
@@ -390,7 +399,7 @@ fn spare_replaces_a_failed_raid1_member() {
     a.fill(5);
     mk_malloc("R1sp_spare", 2048);
     a.extra.push("R1sp_spare".into());
-    add("R1sp", "R1sp_spare");
+    add_spare("R1sp", "R1sp_spare");
     let v = info("R1sp");
     assert!(v["process"].is_null(), "{v}");
     assert_eq!(slot_states(&v), ["online", "online", "spare"], "{v}");

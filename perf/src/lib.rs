@@ -10,6 +10,7 @@
 //!   bdev, recording per-I/O latency into per-job hdrhistograms;
 //! - [`stats`]: job results, merging and the percentile summary;
 //! - [`output`]: bdevperf-style text and the JSON schema of DESIGN.md;
+//! - [`net`]: `oxperf net`, loopback TCP round-trip and single-stream baselines (std::net);
 //! - [`run`]: the whole `oxperf bdev` flow (runtime, config, jobs, teardown) as a function,
 //!   used by the binary and by `cargo bench`.
 //!
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod net;
 pub mod output;
 pub mod run;
 pub mod size;

@@ -69,8 +69,11 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            // Channels first (stacked bdevs hold their base's), on the cores that own them,
+            // Replicated volumes go down first (links closed, metadata clean) while their
+            // disks still exist, as in the daemon; open links would otherwise stall the stop.
+            // Then channels (stacked bdevs hold their base's), on the cores that own them,
             // then the bdevs newest first, then the reactors.
+            oxstor_repl::rpc::shutdown_all();
             rt.handle().run_on_all(registry::drop_core_channels);
             // Remote controllers say goodbye (shutdown notification) before their bdevs go.
             oxstor_nvme::host::detach_all();

@@ -6,8 +6,8 @@
 //! arrives with [`crate::wire`]: each receive fills a staging buffer with as many packets as
 //! have arrived (acks, barriers, small writes: one receive for many); block data is copied
 //! from it into a DMA buffer that goes on to the disk, or, for large writes not all there
-//! yet, received straight into that buffer. Packets are handed to the resource's dispatcher; any
-//! error (socket, parse, protocol) ends the link, and the resource decides what that means.
+//! yet, received straight into that buffer. Packets are handed to the resource's dispatcher;
+//! any error (socket, parse, protocol) ends the link, and the resource decides what that means.
 
 use crate::options::Protocol;
 use crate::wire::{Cmd, Header, Packet, HEADER_LEN};

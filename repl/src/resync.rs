@@ -247,6 +247,11 @@ impl Resource {
             }
         }
         self.retry_waiting();
+        // Refill the window now instead of at the resync poller's next 1 ms tick: on a fast
+        // link the tick, not the network or the disks, would otherwise set the resync rate.
+        if peer.sync_poller.get().is_some() {
+            self.resync_tick(peer);
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use oxstor_perf::engine::RunOptions;
 use oxstor_perf::run::{run_bdev, BdevRun};
 use oxstor_perf::size::parse_size;
 use oxstor_perf::workload::Workload;
-use oxstor_perf::{config, output, PerfError};
+use oxstor_perf::{config, net, output, PerfError};
 use oxstor_reactor::CoreMask;
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,6 +28,65 @@ enum Command {
     Bdev(BdevArgs),
     /// Run I/O against an NVMe-oF/TCP target (like spdk_nvme_perf): one queue pair per core.
     Nvme(NvmeArgs),
+    /// Kernel-TCP baselines over loopback: round-trip latency and single-stream throughput.
+    #[command(subcommand)]
+    Net(NetCommand),
+}
+
+#[derive(Subcommand)]
+enum NetCommand {
+    /// Ping-pong of SIZE-byte messages with an echo server thread (TCP_NODELAY): RTT percentiles.
+    Rtt(RttArgs),
+    /// One client streams writes to a sink server for SECONDS (like single-stream iperf3): MiB/s.
+    Stream(StreamArgs),
+}
+
+/// Options both net tests share.
+#[derive(Args)]
+struct NetCommon {
+    /// Server address (port 0: any free port).
+    #[arg(long = "addr", value_name = "IP:PORT", default_value = "127.0.0.1:0")]
+    addr: String,
+    /// Pin the client to the mask's first core and the server to its last (0x3: two cores).
+    #[arg(short = 'c', long = "cpumask", value_name = "CORE_MASK")]
+    core_mask: Option<String>,
+    /// Output format.
+    #[arg(long = "output", value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+#[derive(Args)]
+struct RttArgs {
+    /// Round trips to measure.
+    #[arg(short = 'n', long = "count", default_value_t = 20000)]
+    count: u64,
+    /// Message size in bytes (4096, 4k).
+    #[arg(long = "size", value_name = "BYTES", default_value = "64")]
+    size: String,
+    #[command(flatten)]
+    common: NetCommon,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// Seconds to stream.
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 5.0
+    )]
+    time: f64,
+    /// Bytes per write (131072, 128k).
+    #[arg(
+        short = 'o',
+        long = "io-size",
+        value_name = "BYTES",
+        default_value = "131072"
+    )]
+    io_size: String,
+    #[command(flatten)]
+    common: NetCommon,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,10 +198,68 @@ fn options(c: &Common) -> Result<RunOptions, PerfError> {
     })
 }
 
+fn net_common(c: &NetCommon) -> Result<(std::net::SocketAddr, Option<CoreMask>), PerfError> {
+    let addr = c
+        .addr
+        .parse()
+        .map_err(|_| PerfError::usage(format!("--addr '{}' is not IP:PORT", c.addr)))?;
+    let cores = match &c.core_mask {
+        Some(m) => Some(CoreMask::parse(m).map_err(|e| PerfError::usage(e.to_string()))?),
+        None => None,
+    };
+    Ok((addr, cores))
+}
+
+fn print_result(json: bool, text: String, value: serde_json::Value) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
+        );
+    } else {
+        print!("{text}");
+    }
+}
+
+fn run_net(cmd: &NetCommand) -> Result<ExitCode, PerfError> {
+    match cmd {
+        NetCommand::Rtt(a) => {
+            let (addr, cores) = net_common(&a.common)?;
+            let r = net::rtt(&net::RttOptions {
+                addr,
+                count: a.count,
+                size: parse_size(&a.size)? as usize,
+                cores,
+            })?;
+            print_result(
+                a.common.output == OutputFormat::Json,
+                net::rtt_text(&r),
+                net::rtt_json(&r),
+            );
+        }
+        NetCommand::Stream(a) => {
+            let (addr, cores) = net_common(&a.common)?;
+            let r = net::stream(&net::StreamOptions {
+                addr,
+                duration: seconds("-t", a.time, false)?,
+                write_size: parse_size(&a.io_size)? as usize,
+                cores,
+            })?;
+            print_result(
+                a.common.output == OutputFormat::Json,
+                net::stream_text(&r),
+                net::stream_json(&r),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode, PerfError> {
     let mask_override = match &cli.command {
         Command::Nvme(a) => a.core_mask_c.clone(),
         Command::Bdev(_) => None,
+        Command::Net(cmd) => return run_net(cmd),
     };
     let (c, calls, bdevs) = match &cli.command {
         Command::Bdev(args) => {
@@ -152,6 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode, PerfError> {
                 .map_err(|e| PerfError::usage(format!("{}: {e}", args.json)))?;
             (&args.common, calls, args.bdevs.clone())
         }
+        Command::Net(_) => unreachable!("handled above"),
         Command::Nvme(args) => {
             // The remote namespace becomes an ordinary bdev; the bdev engine drives it.
             let params = oxstor_nvme::host::parse_transport_id(&args.trid, "Nvme0")

@@ -232,7 +232,11 @@ impl Resource {
                 }
             }
             Some(is_source) => {
-                let source_current = if is_source { hs.sent_uuids.current } else { hs.peer_uuids.current };
+                let source_current = if is_source {
+                    hs.sent_uuids.current
+                } else {
+                    hs.peer_uuids.current
+                };
                 self.begin_resync(&peer, &link, is_source, full, source_current)
             }
         }

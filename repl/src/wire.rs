@@ -75,21 +75,9 @@ pub mod data_flag {
     pub const DISCARD: u32 = 8;
 }
 
-/// `Uuids.flags`: what the sender's metadata says about its history.
-pub mod uuid_flag {
-    /// Metadata was just created; never synced.
-    pub const JUST_CREATED: u64 = 1;
-    /// The node was Primary when it crashed (its activity log is dirty).
-    pub const CRASHED_PRIMARY: u64 = 2;
-    /// The node is Primary now.
-    pub const PRIMARY: u64 = 4;
-    /// The local disk is consistent (not a half-done resync target).
-    pub const CONSISTENT: u64 = 8;
-    /// The local disk is Outdated.
-    pub const OUTDATED: u64 = 16;
-    /// `discard-my-data` was given on connect.
-    pub const DISCARD_MY_DATA: u64 = 32;
-}
+/// `Uuids.flags`: what the sender's metadata says about its history (one set of bits, shared
+/// with the generation comparison that reads them).
+pub use crate::meta::generation::gen_flag as uuid_flag;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {

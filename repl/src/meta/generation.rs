@@ -33,7 +33,7 @@ use std::str::FromStr;
 use super::superblock::{meta_flag, Superblock, UUID_JUST_CREATED};
 use super::MetaError;
 
-/// `GenView::flags` bits: the wire's `uuid_flag` values plus [`gen_flag::PRIMARY_AT_SPLIT`].
+/// `GenView::flags` bits, sent as `Uuids.flags` on the wire.
 pub mod gen_flag {
     /// Metadata was just created; never synced.
     pub const JUST_CREATED: u64 = 1;

@@ -231,14 +231,7 @@ impl Resource {
                     self.set_disk_state(DiskState::UpToDate);
                 }
             }
-            Some(is_source) => {
-                let source_current = if is_source {
-                    hs.sent_uuids.current
-                } else {
-                    hs.peer_uuids.current
-                };
-                self.begin_resync(&peer, &link, is_source, full, source_current)
-            }
+            Some(is_source) => self.begin_resync(&peer, &link, is_source, full),
         }
         link.begin_receiving();
         Ok(rx)
@@ -251,7 +244,6 @@ impl Resource {
         link: &Rc<Link>,
         is_source: bool,
         full: bool,
-        source_current: u64,
     ) {
         let Some(vol) = self.volume() else { return };
         {
@@ -261,24 +253,6 @@ impl Resource {
                     bm.set_all();
                 }
             }
-        }
-        if full {
-            // A full sync names its own generation on both sides (the target's current UUID,
-            // the source's bitmap UUID for it), so an interrupted full sync resumes from the
-            // bitmap (UUID rule: the peer's bitmap UUID for me is my current) instead of
-            // starting over. Both sides derive it from the same handshake data.
-            let sync_uuid = sync_uuid_for(source_current);
-            let mut sb = vol.sb.borrow_mut();
-            if is_source {
-                if let Some(slot) = sb.peers.get_mut(peer.slot) {
-                    slot.bitmap_uuid = sync_uuid;
-                }
-            } else {
-                sb.current_uuid = sync_uuid;
-            }
-            drop(sb);
-            vol.persist_bitmaps(|_| {});
-            vol.persist_sb(|_| {});
         }
         if is_source {
             peer.repl_state.set(ReplState::SyncSource);
@@ -323,17 +297,6 @@ impl Resource {
             last_refill: now,
             samples: VecDeque::new(),
         });
-    }
-}
-
-/// The generation a full sync from a source at `source_current` writes: derived, so both
-/// nodes compute the same value; never 0 or the just-created value, primary bit clear.
-fn sync_uuid_for(source_current: u64) -> u64 {
-    let v = (source_current.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15) & !1;
-    if v == 0 || v == UUID_JUST_CREATED {
-        0x5EED_0000_0000_0010
-    } else {
-        v
     }
 }
 

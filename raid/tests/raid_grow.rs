@@ -10,35 +10,16 @@ use oxstor_raid::persist;
 use oxstor_raid::rebuild::{self, BdevRaidSetOptionsParams};
 use oxstor_raid::rpc;
 use oxstor_raid::superblock::MemberState;
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{rt, serial};
 
 const BS: usize = 512;
 /// Blocks of the 1 MiB superblock area before the data on each member.
 const DATA_OFFSET: u64 = 2048;
-
-/// One runtime for the whole test binary: the bdev registry is process-wide.
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
-
-/// Rebuild options and examine state are global: tests here run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn io(
     core: usize,

@@ -6,27 +6,15 @@ use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{error, malloc, BdevIo, IoBuf, IoDone, IoStatus, IoType};
 use oxstor_raid::rpc::{self, BdevRaidCreateParams};
 use oxstor_reactor::runtime::Reply;
-use oxstor_reactor::{CoreMask, DmaBuf, Handle, Runtime, RuntimeConfig};
+use oxstor_reactor::DmaBuf;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One runtime for the whole test binary: the bdev registry is process-wide.
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
+mod common;
+use common::rt;
 
 fn io(
     core: usize,

@@ -9,30 +9,17 @@ use oxstor_bdev::{error, malloc, IoStatus, IoType};
 use oxstor_raid::layout::{Layout, RaidLevel, StripRole};
 use oxstor_raid::parity;
 use oxstor_raid::rpc::{self, BdevRaidCreateParams};
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
+use common::rt;
 
 const BS: usize = 512;
 /// Strip of 4 KiB = 8 blocks.
 const STRIP: u64 = 8;
 const MEMBER_BLOCKS: u64 = 256;
-
-/// One runtime for the whole test binary: the bdev registry is process-wide.
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
 
 fn io(
     core: usize,

@@ -7,33 +7,14 @@ use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{error, malloc, IoStatus, IoType};
 use oxstor_raid::rebuild::{self, BdevRaidSetOptionsParams};
 use oxstor_raid::rpc::{self, BdevRaidCreateParams};
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{rt, serial};
+
 const BS: usize = 512;
-
-/// One runtime for the whole test binary: the bdev registry is process-wide.
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
-
-/// The rebuild options are global: tests here run one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn io(
     core: usize,

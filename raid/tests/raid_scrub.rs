@@ -6,31 +6,14 @@ use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{malloc, IoStatus, IoType};
 use oxstor_raid::rpc;
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{rt, serial};
+
 const BS: usize = 512;
-
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn io(
     core: usize,

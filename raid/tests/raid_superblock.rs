@@ -8,31 +8,12 @@ use oxstor_raid::layout::RaidLevel;
 use oxstor_raid::persist;
 use oxstor_raid::rpc;
 use oxstor_raid::superblock::{MemberEntry, MemberState, Superblock, OFFSET_DONE, SUPERBLOCK_LEN};
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// One runtime for the whole test binary: the bdev registry is process-wide.
-fn rt() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0, 1]).unwrap(),
-            ..Default::default()
-        })
-        .unwrap();
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap().handle()
-}
-
-/// Tests share the registry and examine state: run them one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
+mod common;
+use common::{rt, serial};
 
 fn io(entry: &Arc<BdevEntry>, t: IoType, off: u64, n: u64, data: Option<Vec<u8>>) -> Vec<u8> {
     rt();

@@ -54,6 +54,7 @@ pub(crate) struct WriteState {
     pub al_commits: u64,
     pub gen_in_flight: bool,
     pub retrying: bool,
+    pub local_done: Option<Rc<LocalDone>>,
 }
 
 /// Tags in `busy` for resync windows, above any write id.
@@ -63,18 +64,23 @@ fn overlaps(busy: &[(u64, u64, u64)], start: u64, end: u64) -> bool {
     busy.iter().any(|&(s, e, _)| s < end && start < e)
 }
 
-struct LocalDone {
-    res: Rc<Resource>,
+/// Completes the local half of Primary writes (the tag is the request id). One per
+/// resource, created on its first write, so a write allocates no completion handler.
+pub(crate) struct LocalDone {
+    res: std::rc::Weak<Resource>,
 }
 
 impl IoDone for LocalDone {
     fn io_done(&self, io: Box<BdevIo>, tag: u64) {
-        let req = self.res.writes.borrow().inflight.get(&tag).cloned();
+        let Some(res) = self.res.upgrade() else {
+            return;
+        };
+        let req = res.writes.borrow().inflight.get(&tag).cloned();
         let Some(req) = req else { return };
         if !io.status.is_success() {
             tracing::error!(
                 "{}: local write of {} blocks at {} failed: {:?}",
-                self.res.name,
+                res.name,
                 io.num_blocks,
                 io.offset_blocks,
                 io.status
@@ -82,7 +88,7 @@ impl IoDone for LocalDone {
         }
         req.local.set(Some(io.status));
         drop(io);
-        self.res.check_complete(&req);
+        res.check_complete(&req);
     }
 }
 
@@ -319,7 +325,17 @@ impl Resource {
         let lio = BdevIo::new(IoType::Write, req.offset, req.blocks, window);
         *req.io.borrow_mut() = Some(io);
         self.writes.borrow_mut().inflight.insert(id, req);
-        channel.submit(lio, Rc::new(LocalDone { res: self.clone() }), id);
+        let done = self
+            .writes
+            .borrow_mut()
+            .local_done
+            .get_or_insert_with(|| {
+                Rc::new(LocalDone {
+                    res: Rc::downgrade(self),
+                })
+            })
+            .clone();
+        channel.submit(lio, done, id);
     }
 
     fn open_epoch_if_needed(&self, peer: &Peer, link: &Rc<crate::link::Link>) {

@@ -10,11 +10,11 @@ use crate::link::{Link, LinkEvents, StreamKind};
 use crate::options::Protocol;
 use crate::resource::{Peer, Resource, RxEpoch};
 use crate::state::{ConnState, DiskState, ReplState, Role};
-use crate::volume::OnDone;
 use crate::wire::{Ack, Barrier, Data, Packet};
-use oxstor_bdev::{BdevIo, IoBuf, IoType};
+use oxstor_bdev::{BdevIo, IoBuf, IoDone, IoType};
 use oxstor_reactor::DmaBuf;
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 
 impl LinkEvents for Peer {
     fn packet(
@@ -182,44 +182,36 @@ impl Resource {
         let Some(channel) = vol.channel() else {
             return Err("the local disk has no channel".into());
         };
-        let me = self.clone();
-        let peer2 = peer.clone();
-        let link2 = link.clone();
+        let done = self.apply_done(peer, link);
+        let tag = done.hold(d, epoch_index);
         let io = BdevIo::new(
             IoType::Write,
             d.offset_blocks,
             d.num_blocks as u64,
             IoBuf::Dma(buf),
         );
-        channel.submit(
-            io,
-            OnDone::new(move |io| {
-                let ok = io.status.is_success();
-                if protocol == Protocol::C || !ok {
-                    let ack = Ack {
-                        block_id: d.block_id,
-                        seq: d.seq,
-                        status: if ok { 0 } else { errno_of(&io) },
-                    };
-                    link2.meta.send(&if ok {
-                        Packet::WriteAck(ack)
-                    } else {
-                        Packet::NegAck(ack)
-                    });
-                }
-                if !ok {
-                    tracing::error!(
-                        "{}: replicated write at block {} failed: {:?}",
-                        me.name,
-                        d.offset_blocks,
-                        io.status
-                    );
-                }
-                me.rx_epoch_done(&peer2, &link2, epoch_index);
-            }),
-            0,
-        );
+        channel.submit(io, done, tag);
         Ok(())
+    }
+
+    /// The completion handler for writes received on `link` (one per link).
+    fn apply_done(self: &Rc<Self>, peer: &Rc<Peer>, link: &Rc<Link>) -> Rc<ApplyDone> {
+        let mut slot = peer.apply_done.borrow_mut();
+        if let Some(d) = slot
+            .as_ref()
+            .filter(|d| d.link.as_ptr() == Rc::as_ptr(link))
+        {
+            return d.clone();
+        }
+        let d = Rc::new(ApplyDone {
+            res: Rc::downgrade(self),
+            peer: Rc::downgrade(peer),
+            link: Rc::downgrade(link),
+            pending: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+        });
+        *slot = Some(d.clone());
+        d
     }
 
     fn receive_barrier(&self, peer: &Peer, link: &Rc<Link>, b: Barrier) {
@@ -331,6 +323,77 @@ impl Resource {
             vol.persist_bitmaps(|_| {});
             vol.persist_sb(|_| {});
         }
+    }
+}
+
+/// Completes the local writes of packets received on one link: acks as the protocol asks,
+/// and epoch accounting. The tag indexes `pending`, so a write allocates no handler; writes
+/// that finish after their link died answer nobody (the Primary has marked them out of sync).
+pub(crate) struct ApplyDone {
+    res: Weak<Resource>,
+    peer: Weak<Peer>,
+    link: Weak<Link>,
+    pending: RefCell<Vec<Option<(Data, u64)>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl ApplyDone {
+    fn hold(&self, d: Data, epoch_index: u64) -> u64 {
+        let mut pending = self.pending.borrow_mut();
+        match self.free.borrow_mut().pop() {
+            Some(i) => {
+                pending[i] = Some((d, epoch_index));
+                i as u64
+            }
+            None => {
+                pending.push(Some((d, epoch_index)));
+                (pending.len() - 1) as u64
+            }
+        }
+    }
+}
+
+impl IoDone for ApplyDone {
+    fn io_done(&self, io: Box<BdevIo>, tag: u64) {
+        let Some((d, epoch_index)) = self
+            .pending
+            .borrow_mut()
+            .get_mut(tag as usize)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        self.free.borrow_mut().push(tag as usize);
+        let (Some(res), Some(peer), Some(link)) =
+            (self.res.upgrade(), self.peer.upgrade(), self.link.upgrade())
+        else {
+            return;
+        };
+        let ok = io.status.is_success();
+        if !ok {
+            tracing::error!(
+                "{}: replicated write at block {} failed: {:?}",
+                res.name,
+                d.offset_blocks,
+                io.status
+            );
+        }
+        if link.dead.get() {
+            return;
+        }
+        if link.protocol == Protocol::C || !ok {
+            let ack = Ack {
+                block_id: d.block_id,
+                seq: d.seq,
+                status: if ok { 0 } else { errno_of(&io) },
+            };
+            link.meta.send(&if ok {
+                Packet::WriteAck(ack)
+            } else {
+                Packet::NegAck(ack)
+            });
+        }
+        res.rx_epoch_done(&peer, &link, epoch_index);
     }
 }
 

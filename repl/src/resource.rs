@@ -159,6 +159,7 @@ pub struct Peer {
     pub sync: RefCell<Option<SyncRun>>,
     pub verify: RefCell<Option<VerifyRun>>,
     pub sync_poller: Cell<Option<oxstor_reactor::PollerId>>,
+    pub(crate) apply_done: RefCell<Option<Rc<crate::apply::ApplyDone>>>,
 }
 
 impl Peer {

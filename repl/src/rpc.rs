@@ -239,6 +239,7 @@ pub fn new_peer(p: NewPeer) -> RpcResult {
             sync: RefCell::new(None),
             verify: RefCell::new(None),
             sync_poller: Cell::new(None),
+            apply_done: RefCell::new(None),
         });
         if r.role.get() == Role::Primary {
             r.need_new_gen.set(true);

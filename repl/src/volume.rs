@@ -38,6 +38,39 @@ pub struct LoadedMeta {
     pub created: bool,
 }
 
+/// One blocking metadata read (`data` None, `len` bytes) or write (`data`), at byte `offset`.
+fn meta_io(
+    core: usize,
+    entry: &Arc<BdevEntry>,
+    block_size: u32,
+    offset: u64,
+    len: u64,
+    data: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    let bs = block_size as u64;
+    let (io_type, verb) = match data {
+        None => (IoType::Read, "reading"),
+        Some(_) => (IoType::Write, "writing"),
+    };
+    let (st, bytes) = blocking::io(
+        core,
+        entry,
+        io_type,
+        offset / bs,
+        len / bs,
+        data,
+        META_IO_TIMEOUT,
+    )
+    .map_err(|e| format!("{verb} metadata of {}: {e}", entry.name()))?;
+    if !st.is_success() {
+        return Err(format!(
+            "{verb} metadata of {} at byte {offset}: {st:?}",
+            entry.name()
+        ));
+    }
+    Ok(bytes)
+}
+
 fn meta_read(
     core: usize,
     entry: &Arc<BdevEntry>,
@@ -45,24 +78,7 @@ fn meta_read(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, String> {
-    let bs = block_size as u64;
-    let (st, data) = blocking::io(
-        core,
-        entry,
-        IoType::Read,
-        offset / bs,
-        len / bs,
-        None,
-        META_IO_TIMEOUT,
-    )
-    .map_err(|e| format!("reading metadata of {}: {e}", entry.name()))?;
-    if !st.is_success() {
-        return Err(format!(
-            "reading metadata of {} at byte {offset}: {st:?}",
-            entry.name()
-        ));
-    }
-    Ok(data)
+    meta_io(core, entry, block_size, offset, len, None)
 }
 
 fn meta_write(
@@ -72,25 +88,15 @@ fn meta_write(
     offset: u64,
     data: &[u8],
 ) -> Result<(), String> {
-    let bs = block_size as u64;
-    let n = data.len() as u64 / bs;
-    let (st, _) = blocking::io(
+    meta_io(
         core,
         entry,
-        IoType::Write,
-        offset / bs,
-        n,
+        block_size,
+        offset,
+        data.len() as u64,
         Some(data),
-        META_IO_TIMEOUT,
     )
-    .map_err(|e| format!("writing metadata of {}: {e}", entry.name()))?;
-    if !st.is_success() {
-        return Err(format!(
-            "writing metadata of {} at byte {offset}: {st:?}",
-            entry.name()
-        ));
-    }
-    Ok(())
+    .map(drop)
 }
 
 /// Claims `disk`, reads (or, when there is none, creates) its internal metadata. Control

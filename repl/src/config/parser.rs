@@ -128,35 +128,21 @@ impl<'a> Parser<'a> {
                     quoted,
                     line: tok.line,
                 }),
-                TokenKind::Semi => {
-                    if words.is_empty() {
-                        return Err(self.err(tok.line, "unexpected ';'"));
-                    }
-                    if words[0].quoted {
+                TokenKind::Semi | TokenKind::Open => {
+                    let (end, what) = match tok.kind {
+                        TokenKind::Semi => (End::Semi, "unexpected ';'"),
+                        _ => (End::Block, "unexpected '{'"),
+                    };
+                    let Some(first) = words.first() else {
+                        return Err(self.err(tok.line, what));
+                    };
+                    if first.quoted {
                         return Err(self.err(
-                            words[0].line,
-                            format!("expected a keyword, found \"{}\"", words[0].text),
+                            first.line,
+                            format!("expected a keyword, found \"{}\"", first.text),
                         ));
                     }
-                    return Ok(Some(Stmt {
-                        words,
-                        end: End::Semi,
-                    }));
-                }
-                TokenKind::Open => {
-                    if words.is_empty() {
-                        return Err(self.err(tok.line, "unexpected '{'"));
-                    }
-                    if words[0].quoted {
-                        return Err(self.err(
-                            words[0].line,
-                            format!("expected a keyword, found \"{}\"", words[0].text),
-                        ));
-                    }
-                    return Ok(Some(Stmt {
-                        words,
-                        end: End::Block,
-                    }));
+                    return Ok(Some(Stmt { words, end }));
                 }
                 TokenKind::Close => {
                     if let Some(w) = words.last() {

@@ -486,6 +486,7 @@ fn rebuild_rates() {
         oxstor_raid::rebuild::set_options(oxstor_raid::rebuild::BdevRaidSetOptionsParams {
             process_window_size_kb: Some(window_kb),
             process_max_bandwidth_mb_sec: Some(0),
+            ..Default::default()
         })
     {
         return println!("rebuild: bdev_raid_set_options: {e}");

@@ -138,6 +138,12 @@ impl RaidLevel {
         }
     }
 
+    /// Whether a member that returns is rebuilt only where the write-intent bitmap says it
+    /// missed writes (the others get a full rebuild).
+    pub fn delta_rebuild(self) -> bool {
+        matches!(self, RaidLevel::Raid1)
+    }
+
     /// Whether `strip_size_kb` is required.
     pub fn needs_strip(self) -> bool {
         matches!(
@@ -1212,7 +1218,7 @@ impl RaidShared {
         self.refresh_channels();
         self.rebuild_done.store(0, Ordering::Relaxed);
         if let Some(i) = self.intent() {
-            let delta = i.prepare_rebuild(slot, base, self.level == RaidLevel::Raid1);
+            let delta = i.prepare_rebuild(slot, base, self.level.delta_rebuild());
             if let Some(regions) = delta {
                 tracing::info!(
                     "raid {}: {base} returns: copying {regions} region(s)",

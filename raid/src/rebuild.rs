@@ -44,6 +44,9 @@ const RETRY: Duration = Duration::from_micros(20);
 
 static WINDOW_KB: AtomicU64 = AtomicU64::new(DEFAULT_WINDOW_KB);
 static MAX_BW_MB: AtomicU64 = AtomicU64::new(0);
+static QUEUE_DEPTH: AtomicU64 = AtomicU64::new(MAX_WINDOWS_IN_FLIGHT as u64);
+/// Upper bound of `process_queue_depth`.
+pub const MAX_QUEUE_DEPTH: u64 = 64;
 
 /// `bdev_raid_set_options` parameters (SPDK's names).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,6 +58,10 @@ pub struct BdevRaidSetOptionsParams {
     /// Bandwidth cap of each background process, MiB/s; 0 = unlimited (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_max_bandwidth_mb_sec: Option<u64>,
+    /// Rebuild windows in flight at once (ours; default 4): the bound on the member I/O a
+    /// background process keeps queued next to user I/O.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_queue_depth: Option<u64>,
 }
 
 /// `bdev_raid_set_options`: global, applies to running and future rebuilds.
@@ -63,6 +70,14 @@ pub fn set_options(p: BdevRaidSetOptionsParams) -> Result<(), BdevError> {
         return Err(BdevError::Invalid(
             "process_window_size_kb must be at least 1".to_string(),
         ));
+    }
+    if let Some(q) = p.process_queue_depth {
+        if !(1..=MAX_QUEUE_DEPTH).contains(&q) {
+            return Err(BdevError::Invalid(format!(
+                "process_queue_depth must be between 1 and {MAX_QUEUE_DEPTH}"
+            )));
+        }
+        QUEUE_DEPTH.store(q, Ordering::Relaxed);
     }
     if let Some(w) = p.process_window_size_kb {
         WINDOW_KB.store(w, Ordering::Relaxed);
@@ -78,7 +93,13 @@ pub fn options() -> Value {
     json!({
         "process_window_size_kb": WINDOW_KB.load(Ordering::Relaxed),
         "process_max_bandwidth_mb_sec": MAX_BW_MB.load(Ordering::Relaxed),
+        "process_queue_depth": QUEUE_DEPTH.load(Ordering::Relaxed),
     })
+}
+
+/// The configured number of rebuild windows in flight.
+pub(crate) fn queue_depth() -> usize {
+    QUEUE_DEPTH.load(Ordering::Relaxed).max(1) as usize
 }
 
 /// The configured window, bytes.
@@ -270,7 +291,7 @@ impl ParityRebuild {
     /// Keeps a buffer for the next windows (as many as the windows in flight can use).
     fn give_buf(&self, b: DmaBuf) {
         let mut spare = self.spare.borrow_mut();
-        if spare.len() < (MAX_WINDOWS_IN_FLIGHT + 1) * self.chans.len() {
+        if spare.len() < (queue_depth() + 1) * self.chans.len() {
             spare.push(b);
         }
     }
@@ -292,7 +313,7 @@ impl ParityRebuild {
             if self.windows.borrow().is_empty() && self.next_stripe.get() >= total {
                 return self.stop(true, "");
             }
-            if self.windows.borrow().len() >= MAX_WINDOWS_IN_FLIGHT
+            if self.windows.borrow().len() >= queue_depth()
                 || self.next_stripe.get() >= total
                 || self.timer.get()
             {

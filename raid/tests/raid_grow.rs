@@ -81,6 +81,7 @@ fn set_options(window_kb: u64, mb_s: u64) {
     rebuild::set_options(BdevRaidSetOptionsParams {
         process_window_size_kb: Some(window_kb),
         process_max_bandwidth_mb_sec: Some(mb_s),
+        ..Default::default()
     })
     .unwrap();
 }

@@ -96,6 +96,7 @@ fn set_options(window_kb: Option<u64>, mb_s: Option<u64>) {
     rebuild::set_options(BdevRaidSetOptionsParams {
         process_window_size_kb: window_kb,
         process_max_bandwidth_mb_sec: mb_s,
+        ..Default::default()
     })
     .unwrap();
 }
@@ -369,6 +370,7 @@ fn set_options_refuses_a_zero_window() {
     assert!(rebuild::set_options(BdevRaidSetOptionsParams {
         process_window_size_kb: Some(0),
         process_max_bandwidth_mb_sec: None,
+        ..Default::default()
     })
     .is_err());
 }

@@ -45,8 +45,9 @@ const RETRY: Duration = Duration::from_micros(20);
 static WINDOW_KB: AtomicU64 = AtomicU64::new(DEFAULT_WINDOW_KB);
 static MAX_BW_MB: AtomicU64 = AtomicU64::new(0);
 static QUEUE_DEPTH: AtomicU64 = AtomicU64::new(MAX_WINDOWS_IN_FLIGHT as u64);
-/// Upper bound of `process_queue_depth`.
-pub const MAX_QUEUE_DEPTH: u64 = 64;
+/// Upper bound of `process_queue_depth`: raid5/raid6 windows in flight must hash to
+/// distinct stripe-lock buckets.
+pub const MAX_QUEUE_DEPTH: u64 = crate::stripe::LOCK_BUCKETS / MAX_WINDOW_STRIPES;
 
 /// `bdev_raid_set_options` parameters (SPDK's names).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -248,7 +248,7 @@ pub fn examine_all() {
 }
 
 /// `bdev_raid_set_options`: `process_window_size_kb`, `process_max_bandwidth_mb_sec`
-/// (0 = unlimited). Global; applies to running and future rebuilds.
+/// (0 = unlimited), and our `process_queue_depth` (windows in flight). Global; applies to running and future rebuilds.
 pub fn set_options(p: crate::rebuild::BdevRaidSetOptionsParams) -> Result<(), BdevError> {
     crate::rebuild::set_options(p)
 }

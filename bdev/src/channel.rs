@@ -71,6 +71,28 @@ impl IoChannel {
         }
     }
 
+    /// Hands `io`, which the calling layer received with a frame of its own, to this member
+    /// at `offset_blocks` without a frame for the caller: when the I/O completes, the
+    /// caller's submitter gets it back directly, with its original offset and this member's
+    /// statistics counted (see [`crate::io`]). For layers that only remap. Gives `io` back
+    /// when a forward is already pending (a forwarding layer over another one); the caller
+    /// then submits it normally.
+    #[inline]
+    pub fn forward(&self, mut io: Box<BdevIo>, offset_blocks: u64) -> Result<(), Box<BdevIo>> {
+        if !io.can_forward() {
+            return Err(io);
+        }
+        io.set_forwarded(offset_blocks, self.stat.clone());
+        if let Err(errno) = self.check(&io) {
+            complete_later(io, IoStatus::Failed(errno));
+        } else if self.needs_split(&io) {
+            split(self, io);
+        } else {
+            self.inner.submit(io);
+        }
+        Ok(())
+    }
+
     fn check(&self, io: &BdevIo) -> Result<(), i32> {
         let t = io.io_type;
         if !self.supported[t as usize] {
@@ -160,6 +182,8 @@ fn split(ch: &IoChannel, mut parent: Box<BdevIo>) {
     });
     let base = parent.offset_blocks;
     let io_type = parent.io_type;
+    // A layer below may forward a child and count its latency from this frame's start.
+    let start = oxstor_reactor::now_ticks();
     let children: Vec<Box<BdevIo>> = ranges
         .iter()
         .map(|&(o, n)| {
@@ -170,7 +194,7 @@ fn split(ch: &IoChannel, mut parent: Box<BdevIo>) {
                 state.clone(),
             );
             let mut child = BdevIo::new(io_type, o, n, window);
-            child.push_frame(state.clone(), 0, None, 0);
+            child.push_frame(state.clone(), 0, None, start);
             child
         })
         .collect();

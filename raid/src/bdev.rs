@@ -1671,18 +1671,13 @@ impl ChanState {
         }
     }
 
-    fn submit_io(&self, mut io: Box<BdevIo>) {
+    fn submit_io(&self, io: Box<BdevIo>) {
         if let Some(map) = &self.raid0 {
             // The hot path: a read or write inside one strip (the generic channel split on
             // strips) goes to its member as is, offset remapped, nothing allocated or cloned.
             if io.io_type.has_data() {
                 if let Some((m, moff)) = map.map(io.offset_blocks, io.num_blocks) {
-                    let members = self.members.borrow();
-                    if let Some(ch) = members.get(m).and_then(Option::as_ref) {
-                        let orig = io.offset_blocks;
-                        io.offset_blocks = moff;
-                        return ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
-                    }
+                    return self.forward(m, moff, io);
                 }
             }
         }
@@ -1701,7 +1696,23 @@ impl ChanState {
         }
     }
 
-    fn striped(&self, mut io: Box<BdevIo>) {
+    /// Sends `io`, which lies on member `m` at `moff`, there as it is: without a completion
+    /// frame of ours where the generic layer allows it (nothing to do on completion but
+    /// restore the offset).
+    #[inline]
+    fn forward(&self, m: usize, moff: u64, io: Box<BdevIo>) {
+        let members = self.members.borrow();
+        let Some(ch) = members.get(m).and_then(Option::as_ref) else {
+            return complete_later(io, IoStatus::Failed(libc::ENODEV));
+        };
+        if let Err(mut io) = ch.forward(io, moff) {
+            let orig = io.offset_blocks;
+            io.offset_blocks = moff;
+            ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
+        }
+    }
+
+    fn striped(&self, io: Box<BdevIo>) {
         match io.io_type {
             IoType::Read | IoType::Write | IoType::Compare => {
                 let l = self.layout.borrow();
@@ -1709,13 +1720,9 @@ impl ChanState {
                     drop(l);
                     return self.fan_out(io, false, None, Plan::Pieces);
                 };
-                let members = self.members.borrow();
-                let Some(ch) = members.get(m).and_then(Option::as_ref) else {
-                    return complete_later(io, IoStatus::Failed(libc::ENODEV));
-                };
-                let orig = io.offset_blocks;
-                io.offset_blocks = moff + l.data_offset;
-                ch.submit(io, self.rc(), tag(KIND_FORWARD, m, orig));
+                let moff = moff + l.data_offset;
+                drop(l);
+                self.forward(m, moff, io);
             }
             IoType::Unmap | IoType::WriteZeroes => self.fan_out(io, false, None, Plan::Extents),
             IoType::Flush | IoType::Reset => self.fan_out(io, false, None, Plan::All),

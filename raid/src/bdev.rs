@@ -30,9 +30,10 @@
 //!   fewest outstanding blocks on this channel (SPDK's raid1 policy); a failed read marks the
 //!   member faulty and retries on another copy.
 //! - Rebuild (after `bdev_raid_add_base_bdev` fills a missing raid1/raid10 slot) copies the
-//!   target's data window by window on the first reactor. Each window is locked against
-//!   writers with a small epoch scheme (see [`WriteGate`]) so a user write can never be
-//!   overwritten by stale rebuild data; reads never go to the member being rebuilt.
+//!   target's data on the first reactor, a span of up to `process_queue_depth` windows in
+//!   flight at a time. Each span is locked against writers with a small epoch scheme (see
+//!   [`WriteGate`]) so a user write can never be overwritten by stale rebuild data; reads
+//!   never go to the member being rebuilt.
 //!   raid5/raid6 members are recomputed from parity by [`crate::rebuild`] under the stripe
 //!   locks. A member added with no missing slot waits as a hot spare and takes the slot of
 //!   the next member to fail (`use_spare`), except on a raid1 whose members are all in
@@ -141,7 +142,10 @@ impl RaidLevel {
     /// Whether a member that returns is rebuilt only where the write-intent bitmap says it
     /// missed writes (the others get a full rebuild).
     pub fn delta_rebuild(self) -> bool {
-        matches!(self, RaidLevel::Raid1)
+        matches!(
+            self,
+            RaidLevel::Raid1 | RaidLevel::Raid10 | RaidLevel::Raid5 | RaidLevel::Raid6
+        )
     }
 
     /// Whether `strip_size_kb` is required.
@@ -661,6 +665,13 @@ pub(crate) fn find_member(base: &str) -> Result<(Arc<RaidShared>, usize), BdevEr
     )))
 }
 
+/// Finds the array holding `base` as a hot spare.
+pub(crate) fn find_spare(base: &str) -> Option<Arc<RaidShared>> {
+    list()
+        .into_iter()
+        .find(|r| r.ctl().spares.iter().any(|(n, _)| n == base))
+}
+
 impl RaidShared {
     fn ctl(&self) -> MutexGuard<'_, Ctl> {
         self.ctl.lock().unwrap_or_else(|p| p.into_inner())
@@ -1157,6 +1168,14 @@ impl RaidShared {
                     {
                         return Err(BdevError::Exists(base.to_string()));
                     }
+                    // Every spare of a superblock array is an entry of its member table.
+                    let table = crate::superblock::MAX_ENTRIES;
+                    if self.persist.is_some() && n + ctl.spares.len() >= table {
+                        return Err(BdevError::Invalid(format!(
+                            "raid {}: the superblock lists at most {table} members and spares",
+                            self.name
+                        )));
+                    }
                     ctl.spares.push((base.to_string(), guard));
                     tracing::info!("raid {}: {base} added as a spare", self.name);
                     drop(ctl);
@@ -1270,6 +1289,18 @@ impl RaidShared {
         };
         self.begin_rebuild(slot, &base, rt);
         drop(old);
+        // The superblocks now name the spare as the slot's member, being rebuilt.
+        crate::persist::changed(self);
+    }
+
+    /// `bdev_raid_remove_base_bdev` of a hot spare: it leaves the array; the caller gets
+    /// its claim to release once the superblocks no longer list it.
+    pub(crate) fn take_spare(&self, base: &str) -> Option<ClaimGuard> {
+        let mut ctl = self.ctl();
+        let index = ctl.spares.iter().position(|(n, _)| n == base)?;
+        let (_, guard) = ctl.spares.remove(index);
+        tracing::info!("raid {}: spare {base} removed", self.name);
+        Some(guard)
     }
 
     /// The `bdev_raid_get_bdevs` entry (also `driver_specific.raid` in bdev_get_bdevs).
@@ -2042,25 +2073,53 @@ impl IoDone for ChanState {
 // Rebuild.
 // ---------------------------------------------------------------------------------------------
 
-/// Copies a mirror's data onto a new member, one window at a time, on the first reactor.
+/// A stretch of blocks (member or array addresses, as the context says).
+type BlockRange = std::ops::Range<u64>;
+
+/// Copies a mirror's data onto a new member on the first reactor, a span of up to
+/// `process_queue_depth` windows at a time.
 ///
-/// For each window: publish it as locked and bump the epoch, wait until no write counted
-/// under the old epoch is in flight (those may not have seen the lock), read the window from
-/// an in-service copy, write it to the target, move on. Writes that overlap the locked
-/// window wait and retry; writes elsewhere go to the target as well as the other copies.
+/// For each span: publish the array blocks its windows cover as locked and bump the epoch,
+/// wait until no write counted under the old epoch is in flight (those may not have seen the
+/// lock), then copy every window of the span at once (each with its own descriptor and DMA
+/// buffer: read from an in-service copy, write to the target), and move on once the last one
+/// is written. Writes that overlap the locked span wait and retry; writes elsewhere go to the
+/// target as well as the other copies. Windows join a span only while its array blocks stay
+/// within a few windows' worth, so a held user write waits for about one span's copy time.
 struct Rebuild {
     me: Weak<Rebuild>,
     shared: Arc<RaidShared>,
     layout: Arc<Layout>,
     target: usize,
     chans: Vec<Option<Rc<IoChannel>>>,
-    /// Next block of the target to copy.
+    /// Target stretches a returning member missed (sorted, disjoint); None: all of it.
+    delta: Option<Vec<BlockRange>>,
+    /// Target blocks below this are copied (or need no copy).
     pos: Cell<u64>,
-    /// Current window: source member, its offset, length, target offset.
-    window: Cell<(usize, u64, u64, u64)>,
-    io: RefCell<Option<Box<BdevIo>>>,
+    /// The span in flight, one window per descriptor of `ios` (same index).
+    windows: RefCell<Vec<RebuildWindow>>,
+    /// Where `pos` moves once the whole span is written.
+    span_end: Cell<u64>,
+    /// Windows of the span not yet written or given up.
+    pending: Cell<usize>,
+    /// Set when a window fails: the span's other windows stop where they are, and the
+    /// rebuild stops once they are all back (none of its writes may land after the lock
+    /// is gone).
+    failure: Cell<Option<&'static str>>,
+    /// One descriptor with its own DMA buffer per window; None while in flight.
+    ios: RefCell<Vec<Option<Box<BdevIo>>>>,
     window_blocks: u64,
     throttle: crate::rebuild::Throttle,
+}
+
+/// One window of a rebuild span: `len` blocks from `src` at `src_off` to the target at
+/// `tgt_off`.
+#[derive(Clone, Copy)]
+struct RebuildWindow {
+    src: usize,
+    src_off: u64,
+    tgt_off: u64,
+    len: u64,
 }
 
 enum Step {
@@ -2072,6 +2131,53 @@ enum Step {
         len: u64,
         array_off: u64,
     },
+}
+
+/// Completion tags of rebuild I/O: window index and phase.
+const REBUILD_READ: u64 = 0;
+const REBUILD_WRITE: u64 = 1;
+
+fn rebuild_tag(window: usize, phase: u64) -> u64 {
+    (window as u64) << 1 | phase
+}
+
+/// Sorts `ranges` and joins those that overlap or touch.
+fn merge_ranges(mut ranges: Vec<BlockRange>) -> Vec<BlockRange> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<BlockRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+impl Layout {
+    /// raid10: the stretches of member `m` holding array blocks in `ranges` (sorted,
+    /// merged). A dirty array region is a run of chunk pieces, each stored on two members.
+    fn raid10_member_ranges(&self, m: usize, ranges: &[BlockRange]) -> Vec<BlockRange> {
+        let s = self.strip;
+        let mut out = Vec::new();
+        for r in ranges {
+            let end = r.end.min(self.num_blocks);
+            let mut cur = r.start;
+            while cur < end {
+                let (c, within) = (cur / s, cur % s);
+                let plen = (s - within).min(end - cur);
+                for copy in 0..2 {
+                    let (member, moff) = self.chunk_copy(c, copy, within);
+                    if member == m {
+                        out.push(moff..moff + plen);
+                    }
+                }
+                cur += plen;
+            }
+        }
+        merge_ranges(out)
+    }
 }
 
 impl Rebuild {
@@ -2090,6 +2196,14 @@ impl Rebuild {
         let window_blocks = (crate::rebuild::window_bytes().min(REBUILD_WINDOW_BYTES)
             / layout.block_size as u64)
             .max(1);
+        // The bitmap's regions are array blocks; raid1 members hold them at the same offsets.
+        let delta = shared
+            .intent()
+            .and_then(|i| i.rebuild_ranges(target))
+            .map(|array_ranges| match layout.level {
+                RaidLevel::Raid10 => layout.raid10_member_ranges(target, &array_ranges),
+                _ => merge_ranges(array_ranges),
+            });
         crate::rebuild::stats_begin(shared.id, layout.block_size, 0);
         let Some(buf) = DmaBuf::alloc((window_blocks * layout.block_size as u64) as usize) else {
             tracing::error!("raid {}: no DMA buffer for the rebuild", shared.name);
@@ -2101,9 +2215,13 @@ impl Rebuild {
             layout,
             target,
             chans,
+            delta,
             pos: Cell::new(0),
-            window: Cell::new((0, 0, 0, 0)),
-            io: RefCell::new(Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf)))),
+            windows: RefCell::new(Vec::new()),
+            span_end: Cell::new(0),
+            pending: Cell::new(0),
+            failure: Cell::new(None),
+            ios: RefCell::new(vec![Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf)))]),
             window_blocks,
             throttle: Default::default(),
         });
@@ -2157,46 +2275,113 @@ impl Rebuild {
         }
     }
 
+    /// The next stretch of the target to copy at or after `pos`: (first block, end).
+    fn next_stretch(&self, pos: u64) -> Option<(u64, u64)> {
+        let total = self.layout.data_blocks[self.target];
+        match &self.delta {
+            None => (pos < total).then_some((pos, total)),
+            Some(ranges) => {
+                let i = ranges.partition_point(|r| r.end <= pos);
+                let r = ranges.get(i)?;
+                let (start, end) = (r.start.max(pos), r.end.min(total));
+                (start < end).then_some((start, end))
+            }
+        }
+    }
+
+    /// How many array blocks a span of `windows` windows may lock. raid10 target rows are
+    /// `n/2` chunks apart in the array, so its spans cover the chunks in between as well.
+    fn span_cap_blocks(&self, windows: usize) -> u64 {
+        let l = &self.layout;
+        let windows_blocks = windows as u64 * self.window_blocks;
+        match l.level {
+            RaidLevel::Raid10 => (windows_blocks + 2 * l.strip) * (l.n as u64).div_ceil(2),
+            _ => windows_blocks,
+        }
+    }
+
+    /// Makes sure descriptor `i` exists; false if no DMA buffer is left for it.
+    fn have_io(&self, i: usize) -> bool {
+        let mut ios = self.ios.borrow_mut();
+        if i < ios.len() {
+            return true;
+        }
+        let bytes = self.window_blocks * self.layout.block_size as u64;
+        match DmaBuf::alloc(bytes as usize) {
+            Some(buf) => {
+                ios.push(Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf))));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Plans the next span, locks it, and copies it once the writes that may not have
+    /// seen the lock are done.
     fn step(&self) {
         let sh = &self.shared;
         if sh.deleted.load(Ordering::Acquire) || sh.state(self.target) != REBUILDING {
             return self.stop(false, "the target left the array");
         }
+        let most = crate::rebuild::queue_depth();
+        let cap = self.span_cap_blocks(most);
+        let bs = u64::from(self.layout.block_size);
+        let mut windows = self.windows.borrow_mut();
+        windows.clear();
         let mut pos = self.pos.get();
-        let mut limit = u64::MAX;
-        if let (RaidLevel::Raid1, Some(i)) = (self.layout.level, sh.intent()) {
-            // A returning member copies only the regions it missed.
-            match i.rebuild_next(self.target, pos, self.layout.data_blocks[self.target]) {
-                Some((next, end)) => {
-                    pos = next;
-                    limit = end;
-                    self.pos.set(pos);
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        while windows.len() < most {
+            let Some((start, end)) = self.next_stretch(pos) else {
+                break;
+            };
+            let (src, src_off, len, array_off) = match self.plan(start) {
+                Step::Done => break,
+                Step::NoSource if windows.is_empty() => {
+                    drop(windows);
+                    return self.stop(false, "no in-service copy to rebuild from");
                 }
-                None => return self.stop(true, ""),
+                // The windows planned so far still go; the next span finds no source.
+                Step::NoSource => break,
+                Step::Window {
+                    src,
+                    src_off,
+                    len,
+                    array_off,
+                } => (src, src_off, len.min(end - start), array_off),
+            };
+            let (span_lo, span_hi) = (lo.min(array_off), hi.max(array_off + len));
+            if !windows.is_empty() && (span_hi - span_lo > cap || !self.have_io(windows.len())) {
+                break;
             }
-        }
-        match self.plan(pos) {
-            Step::Done => self.stop(true, ""),
-            Step::NoSource => self.stop(false, "no in-service copy to rebuild from"),
-            Step::Window {
-                src,
-                src_off,
-                len,
-                array_off,
-            } => {
-                let len = len.min(limit.saturating_sub(pos)).max(1);
-                if let Some(wait) = self.throttle.reserve(len * self.layout.block_size as u64) {
+            if let Some(wait) = self.throttle.reserve(len * bs) {
+                if windows.is_empty() {
+                    drop(windows);
                     let me = self.rc();
                     oxstor_reactor::schedule_after(wait, move || me.step());
                     return;
                 }
-                self.window.set((src, src_off, len, pos));
-                sh.lock_start.store(array_off, Ordering::SeqCst);
-                sh.lock_end.store(array_off + len, Ordering::SeqCst);
-                let old = sh.epoch.fetch_add(1, Ordering::SeqCst);
-                self.drain((old & 1) as usize);
+                break;
             }
+            windows.push(RebuildWindow {
+                src,
+                src_off,
+                tgt_off: start,
+                len,
+            });
+            (lo, hi) = (span_lo, span_hi);
+            pos = start + len;
         }
+        if windows.is_empty() {
+            drop(windows);
+            return self.stop(true, "");
+        }
+        self.span_end.set(pos);
+        self.pending.set(windows.len());
+        drop(windows);
+        sh.lock_start.store(lo, Ordering::SeqCst);
+        sh.lock_end.store(hi, Ordering::SeqCst);
+        let old = sh.epoch.fetch_add(1, Ordering::SeqCst);
+        self.drain((old & 1) as usize);
     }
 
     fn drain(&self, parity: usize) {
@@ -2205,22 +2390,97 @@ impl Rebuild {
             oxstor_reactor::schedule_after(Duration::from_micros(20), move || me.drain(parity));
             return;
         }
-        let (src, src_off, len, _) = self.window.get();
-        self.submit(src, IoType::Read, src_off, len, 0);
+        // `pending` counts every window until its write is done, so no completion below can
+        // start the next span while this loop still runs.
+        let count = self.windows.borrow().len();
+        for i in 0..count {
+            self.read(i);
+        }
     }
 
-    fn submit(&self, m: usize, t: IoType, off: u64, len: u64, tag: u64) {
-        let Some(mut io) = self.io.borrow_mut().take() else {
-            return self.stop(false, "internal: rebuild descriptor in use");
+    fn read(&self, i: usize) {
+        let Some(w) = self.windows.borrow().get(i).copied() else {
+            return self.window_failed("internal: rebuild window missing");
         };
-        let Some(ch) = self.chans[m].clone() else {
-            return self.stop(false, "member channel missing");
+        self.submit(
+            i,
+            w.src,
+            IoType::Read,
+            w.src_off,
+            w.len,
+            rebuild_tag(i, REBUILD_READ),
+        );
+    }
+
+    fn write(&self, i: usize) {
+        let Some(w) = self.windows.borrow().get(i).copied() else {
+            return self.window_failed("internal: rebuild window missing");
+        };
+        self.submit(
+            i,
+            self.target,
+            IoType::Write,
+            w.tgt_off,
+            w.len,
+            rebuild_tag(i, REBUILD_WRITE),
+        );
+    }
+
+    fn submit(&self, i: usize, m: usize, t: IoType, off: u64, len: u64, tag: u64) {
+        if self.failure.get().is_some() {
+            return self.window_retired();
+        }
+        let Some(ch) = self.chans.get(m).and_then(Option::clone) else {
+            return self.window_failed("member channel missing");
+        };
+        let Some(mut io) = self.ios.borrow_mut().get_mut(i).and_then(Option::take) else {
+            return self.window_failed("internal: rebuild descriptor in use");
         };
         io.reset(t, off + self.layout.data_offset, len);
         if let IoBuf::Dma(d) = &mut io.buf {
             d.set_len((len * self.layout.block_size as u64) as usize);
         }
         ch.submit(io, self.rc(), tag);
+    }
+
+    /// A window's source failed: read it again from another in-service copy, if any.
+    fn read_elsewhere(&self, i: usize) {
+        let Some(w) = self.windows.borrow().get(i).copied() else {
+            return self.window_failed("internal: rebuild window missing");
+        };
+        match self.plan(w.tgt_off) {
+            Step::Window { src, src_off, .. } => {
+                if let Some(slot) = self.windows.borrow_mut().get_mut(i) {
+                    slot.src = src;
+                    slot.src_off = src_off;
+                }
+                self.read(i);
+            }
+            Step::Done | Step::NoSource => self.window_failed("no in-service copy to rebuild from"),
+        }
+    }
+
+    fn window_failed(&self, why: &'static str) {
+        if self.failure.get().is_none() {
+            self.failure.set(Some(why));
+        }
+        self.window_retired();
+    }
+
+    fn window_retired(&self) {
+        let left = self.pending.get().saturating_sub(1);
+        self.pending.set(left);
+        if left > 0 {
+            return;
+        }
+        if let Some(why) = self.failure.take() {
+            return self.stop(false, why);
+        }
+        let end = self.span_end.get();
+        self.pos.set(end);
+        self.shared.rebuild_done.store(end, Ordering::Relaxed);
+        crate::rebuild::stats_note(self.shared.id, end);
+        self.step();
     }
 
     fn stop(&self, ok: bool, why: &str) {
@@ -2261,35 +2521,106 @@ fn finish(sh: &RaidShared, target: usize, ok: bool) {
 impl IoDone for Rebuild {
     fn io_done(&self, io: Box<BdevIo>, tag: u64) {
         let status = io.status;
-        *self.io.borrow_mut() = Some(io);
-        let (src, _, len, tgt_off) = self.window.get();
-        match (tag, status) {
-            (0, IoStatus::Success) => self.submit(self.target, IoType::Write, tgt_off, len, 1),
-            (0, IoStatus::Failed(e)) if e == libc::ENOMEM => {
+        let (i, phase) = ((tag >> 1) as usize, tag & 1);
+        if let Some(slot) = self.ios.borrow_mut().get_mut(i) {
+            *slot = Some(io);
+        }
+        let Some(w) = self.windows.borrow().get(i).copied() else {
+            return self.window_failed("internal: completion of an unknown window");
+        };
+        match (phase, status) {
+            (_, IoStatus::Failed(e)) if e == libc::ENOMEM => {
+                // Out of descriptors somewhere below: the same I/O again shortly (the span
+                // stays locked meanwhile).
                 let me = self.rc();
-                oxstor_reactor::schedule_after(Duration::from_millis(1), move || me.step());
+                oxstor_reactor::schedule_after(Duration::from_millis(1), move || {
+                    if phase == REBUILD_READ {
+                        me.read(i)
+                    } else {
+                        me.write(i)
+                    }
+                });
             }
-            (0, s) => {
-                // The source failed: mark it and try the window again from another copy.
-                self.shared.mark_faulty(src, s);
-                self.step();
+            (REBUILD_READ, IoStatus::Success) => self.write(i),
+            (REBUILD_READ, s) => {
+                // The source failed: mark it and read the window from another copy.
+                self.shared.mark_faulty(w.src, s);
+                self.read_elsewhere(i);
             }
             (_, IoStatus::Success) => {
-                if let Some(i) = self.shared.intent() {
-                    i.add_copied(len * u64::from(self.layout.block_size));
+                if let Some(intent) = self.shared.intent() {
+                    intent.add_copied(w.len * u64::from(self.layout.block_size));
                 }
-                self.pos.set(tgt_off + len);
-                self.shared
-                    .rebuild_done
-                    .store(tgt_off + len, Ordering::Relaxed);
-                crate::rebuild::stats_note(self.shared.id, tgt_off + len);
-                self.step();
+                self.window_retired();
             }
             (_, s) => {
                 self.shared.mark_faulty(self.target, s);
-                self.stop(false, "write to the target failed");
+                self.window_failed("write to the target failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rebuild_tests {
+    use super::*;
+
+    /// Member blocks of `m` that `pieces` reports for array blocks in `ranges`, one by one.
+    fn blocks_by_pieces(l: &Layout, m: usize, ranges: &[BlockRange]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for r in ranges {
+            l.pieces(r.start, r.end - r.start, |member, moff, len, _| {
+                if member == m {
+                    out.extend(moff..moff + len);
+                }
+            });
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    // Lists of one range are lists all the same here.
+    #[allow(clippy::single_range_in_vec_init)]
+    #[test]
+    fn raid10_member_ranges_are_the_pieces_of_the_array_ranges() {
+        for n in [2usize, 3, 4, 5] {
+            let l = Layout::new(RaidLevel::Raid10, 8, &vec![200; n], 512).unwrap();
+            let sets: [&[BlockRange]; 4] = [
+                &[0..l.num_blocks],
+                &[3..5],
+                &[5..37, 60..61, 100..140],
+                &[l.num_blocks - 9..l.num_blocks],
+            ];
+            for ranges in sets {
+                for m in 0..n {
+                    let got = l.raid10_member_ranges(m, ranges);
+                    assert!(got.windows(2).all(|w| w[0].end < w[1].start), "{got:?}");
+                    let flat: Vec<u64> = got.iter().flat_map(|r| r.clone()).collect();
+                    assert_eq!(
+                        flat,
+                        blocks_by_pieces(&l, m, ranges),
+                        "n={n} m={m} {ranges:?}"
+                    );
+                }
+            }
+            // The whole array is every used block of every member, in one stretch.
+            for m in 0..n {
+                let all = l.raid10_member_ranges(m, &[0..l.num_blocks]);
+                let used: u64 = all.iter().map(|r| r.end - r.start).sum();
+                assert_eq!(all.first().map(|r| r.start), Some(0));
+                assert_eq!(used, all.last().map_or(0, |r| r.end));
+            }
+        }
+    }
+
+    #[test]
+    fn merge_ranges_joins_touching_and_overlapping() {
+        assert_eq!(
+            merge_ranges(vec![10..20, 0..5, 5..7, 15..30, 40..40, 31..32]),
+            vec![0..7, 10..30, 31..32]
+        );
+        assert!(merge_ranges(Vec::new()).is_empty());
     }
 }
 
@@ -2324,8 +2655,18 @@ impl RaidShared {
         use crate::superblock::MemberState;
         let layout = self.layout()?;
         let rebuild = self.rebuild_target.load(Ordering::Acquire);
-        let members = self
-            .member_entries()
+        // Under one lock, so a spare that takes a slot meanwhile is listed only once.
+        let (entries, spares) = {
+            let ctl = self.ctl();
+            let entries: Vec<_> = ctl
+                .slots
+                .iter()
+                .map(|s| s.claim.as_ref().map(|g| g.entry().clone()))
+                .collect();
+            let spares: Vec<_> = ctl.spares.iter().map(|(_, g)| g.entry().clone()).collect();
+            (entries, spares)
+        };
+        let members = entries
             .into_iter()
             .enumerate()
             .map(|(m, entry)| {
@@ -2347,6 +2688,7 @@ impl RaidShared {
             data_blocks: layout.data_blocks.clone(),
             array_blocks: layout.num_blocks,
             members,
+            spares,
             rebuild_target: (rebuild != NO_REBUILD).then_some(rebuild),
         })
     }

@@ -14,11 +14,15 @@
 //!   [`sweep_period`] and flushes what became clean. While the array is degraded nothing is
 //!   cleared.
 //! - **Unclean shutdown**: assembly ([`crate::persist`]) loads the bitmap of the first
-//!   current member and, for raid1, copies only the dirty regions from the first member to
-//!   the others ([`resync_raid1`]); `last_resync` in `bdev_raid_get_bdevs` tells how many.
+//!   current member and copies only the dirty regions: a raid1 from the first member to the
+//!   others ([`resync_raid1`]), a raid10 from copy 0 to copy 1 of every chunk piece in them
+//!   ([`resync_raid10`]); `last_resync` in `bdev_raid_get_bdevs` tells how many.
 //! - **Re-add**: a member removed (or failed) gets a per-member delta; when the same member
-//!   (same member uuid in its superblock) is added back to a raid1, the rebuild copies only
-//!   the delta's regions (`last_rebuild.bytes_copied`).
+//!   (same member uuid in its superblock) is added back, the rebuild copies only the delta's
+//!   regions (`last_rebuild.bytes_copied`). The regions are array blocks; the raid10 rebuild
+//!   maps them to the chunk pieces its target holds, the raid5/raid6 rebuild
+//!   ([`crate::rebuild`]) to every stripe with a data block in them (their parity changed
+//!   too).
 //!
 //! Bitmap I/O is blocking I/O on the first reactor ([`crate::persist`]), done from helper
 //! threads, serialised by one lock per array so images land in the order they were rendered.
@@ -29,9 +33,10 @@
 //! stripes under each dirty region are read and rewritten through the array right after
 //! assembly (full-stripe writes: parity from the data alone).
 //!
-//! Limitations: raid10 writes are tracked but neither resynced at assembly nor
-//! delta-rebuilt (full rebuild); raid5/raid6 re-adds are full rebuilds. The bitmap's events count
-//! is not compared with the superblock's (the bitmap is always written before the data).
+//! Limitations: a raid10 resync skips chunks one of
+//! whose copies is missing (the bits stay, for that member's return). The bitmap's events
+//! count is not compared with the superblock's (the bitmap is always written before the
+//! data).
 
 use crate::bitmap::{BitmapView, MemberDelta, WriteIntent, DEFAULT_CHUNK_BYTES, HEADER_LEN};
 use serde_json::{json, Value};
@@ -462,17 +467,12 @@ impl ArrayIntent {
         count
     }
 
-    /// For a rebuild at block `pos` of `target`: the next block to copy and the end of the
-    /// stretch it may copy in one go (None: nothing left).
-    pub(crate) fn rebuild_next(&self, target: usize, pos: u64, total: u64) -> Option<(u64, u64)> {
-        let guard = lock(&self.rebuild_regions);
-        match guard.as_ref() {
-            Some((slot, ranges)) if *slot == target => ranges
-                .iter()
-                .find(|r| r.end > pos)
-                .map(|r| (r.start.max(pos), r.end.min(total)))
-                .filter(|(s, e)| s < e),
-            _ => (pos < total).then_some((pos, total)),
+    /// The array blocks the rebuild of `target` must copy, as prepared by
+    /// [`Self::prepare_rebuild`]; None: all of them.
+    pub(crate) fn rebuild_ranges(&self, target: usize) -> Option<Vec<Range<u64>>> {
+        match lock(&self.rebuild_regions).as_ref() {
+            Some((slot, ranges)) if *slot == target => Some(ranges.clone()),
+            _ => None,
         }
     }
 
@@ -491,7 +491,7 @@ impl ArrayIntent {
             bytes: self.copied_bytes.load(Ordering::Relaxed),
             full,
         };
-        // Parity rebuilds ([`crate::rebuild`]) do not count bytes here: report none.
+        // A full rebuild that copied nothing (an empty member) has nothing to report.
         if ok && !(copied.full && copied.bytes == 0) {
             *lock(&self.last_rebuild) = Some(copied);
         }
@@ -690,6 +690,57 @@ pub(crate) fn resync_raid1(
                 crate::persist::member_io(d, data_offset + pos, len, Some(data.clone()))?;
             }
             pos += len;
+        }
+        done.regions += 1;
+        done.bytes += (range.end - range.start) * bs;
+    }
+    Ok(done)
+}
+
+/// raid10 resync after an unclean shutdown: for every chunk piece of each dirty region,
+/// copies copy 0 over copy 1 (`members`: slot order, None where a slot is missing; such
+/// pieces are skipped). Returns (regions, array bytes) covered. Blocking; control thread only.
+pub(crate) fn resync_raid10(
+    wi: &WriteIntent,
+    layout: &crate::layout::Layout,
+    members: &[Option<Arc<oxstor_bdev::registry::BdevEntry>>],
+    data_offset: u64,
+    block_size: u32,
+) -> Result<Copied, String> {
+    let bs = u64::from(block_size.max(1));
+    let piece_blocks = (128 * 1024 / bs).max(1);
+    let mut done = Copied::default();
+    let regions: Vec<u64> = wi.dirty_regions().collect();
+    for region in regions {
+        let range = wi.region_blocks(region);
+        let pieces = layout
+            .map(range.start, range.end - range.start)
+            .map_err(|e| e.to_string())?;
+        for piece in pieces {
+            let (Some(first), Some(second)) = (piece.copy(0), piece.copy(1)) else {
+                return Err("raid10 piece without two copies".into());
+            };
+            let member = |m: usize| members.get(m).and_then(Option::as_ref);
+            let (Some(src), Some(dst)) = (member(first.member), member(second.member)) else {
+                continue;
+            };
+            let mut at = 0;
+            while at < piece.blocks {
+                let len = piece_blocks.min(piece.blocks - at);
+                let data = crate::persist::member_io(
+                    src,
+                    data_offset + first.member_offset + at,
+                    len,
+                    None,
+                )?;
+                crate::persist::member_io(
+                    dst,
+                    data_offset + second.member_offset + at,
+                    len,
+                    Some(data),
+                )?;
+                at += len;
+            }
         }
         done.regions += 1;
         done.bytes += (range.end - range.start) * bs;

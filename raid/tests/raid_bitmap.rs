@@ -435,3 +435,473 @@ fn sweep_keeps_the_bit_of_a_lock_free_write_in_flight() {
         oxstor_bdev::malloc::delete(n).unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// raid10 (near layout, 2 copies) and the bounded-queue-depth mirror rebuild.
+// ---------------------------------------------------------------------------------------------
+
+/// raid10 strips of the tests: 16 KiB.
+const STRIP_BLOCKS: u64 = 32;
+
+/// Member and member block of copy `copy` of array chunk `chunk` (md's near-2 layout).
+fn near2(chunk: u64, copy: u64, members: u64, strip: u64) -> (usize, u64) {
+    let slot = 2 * chunk + copy;
+    ((slot % members) as usize, (slot / members) * strip)
+}
+
+/// Array chunks whose two copies differ, given every member's data area (slot order).
+fn raid10_diverging_chunks(data: &[Vec<u8>], chunks: u64, strip: u64) -> Vec<u64> {
+    let bytes = (strip * 512) as usize;
+    let n = data.len() as u64;
+    (0..chunks)
+        .filter(|&c| {
+            let (m0, o0) = near2(c, 0, n, strip);
+            let (m1, o1) = near2(c, 1, n, strip);
+            let a = &data[m0][o0 as usize * 512..][..bytes];
+            let b = &data[m1][o1 as usize * 512..][..bytes];
+            a != b
+        })
+        .collect()
+}
+
+fn setup_files(tag: &str, count: usize) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let (dir, mut files) = setup(tag);
+    for i in files.len()..count {
+        let f = dir.join(format!("m{i}.img"));
+        std::fs::File::create(&f).unwrap().set_len(8 << 20).unwrap();
+        files.push(f);
+    }
+    (dir, files)
+}
+
+fn create_raid10(name: &str, members: &[&str], uuid: &str) {
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": name, "raid_level": "raid10", "strip_size_kb": STRIP_BLOCKS / 2,
+            "base_bdevs": members, "uuid": uuid, "superblock": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn raid10_unclean_shutdown_resyncs_only_dirty_regions() {
+    let _s = serial();
+    rt();
+    let (dir, files) = setup_files("r10resync", 4);
+    let names = ["bmy0", "bmy1", "bmy2", "bmy3"];
+    for (n, f) in names.iter().zip(&files) {
+        mk_uring(n, f);
+    }
+    create_raid10("bmr10", &names, "72345678-9abc-4def-8123-456789abcdef");
+    let raid = registry::lookup("bmr10").unwrap();
+    let blocks = raid.bdev.geometry().num_blocks;
+    let chunks = blocks / STRIP_BLOCKS;
+    assert_eq!(raid_info("bmr10")["bitmap"]["chunk_blocks"], CHUNK_BLOCKS);
+    let a = pattern(8 * 512, 31);
+    let b = pattern(16 * 512, 32);
+    let (off_a, off_b) = (3 * CHUNK_BLOCKS + 5, 40 * CHUNK_BLOCKS);
+    io(&raid, IoType::Write, off_a, 8, Some(a.clone()));
+    io(&raid, IoType::Write, off_b, 16, Some(b.clone()));
+    assert_eq!(raid_info("bmr10")["bitmap"]["dirty_regions"], 2);
+
+    drop(raid);
+    persist::set_unclean_teardown(true);
+    rpc::delete(serde_json::from_value(json!({"name": "bmr10"})).unwrap()).unwrap();
+    persist::set_unclean_teardown(false);
+    assert!(!persist::read_superblock("bmy0").unwrap().clean);
+    // The crash lost `a` on its second copy...
+    let chunk_a = off_a / STRIP_BLOCKS;
+    let (m, moff) = near2(chunk_a, 1, 4, STRIP_BLOCKS);
+    let member = registry::lookup(names[m]).unwrap();
+    let within = off_a % STRIP_BLOCKS;
+    io(
+        &member,
+        IoType::Write,
+        DATA_OFFSET + moff + within,
+        8,
+        Some(vec![0xee; 8 * 512]),
+    );
+    // ...and a chunk in a clean region differs too, which no resync may touch: only the
+    // dirty regions are copied.
+    let clean_chunk = 100 * CHUNK_BLOCKS / STRIP_BLOCKS;
+    let (m, moff) = near2(clean_chunk, 1, 4, STRIP_BLOCKS);
+    let member = registry::lookup(names[m]).unwrap();
+    io(
+        &member,
+        IoType::Write,
+        DATA_OFFSET + moff,
+        STRIP_BLOCKS,
+        Some(vec![0x55; STRIP_BLOCKS as usize * 512]),
+    );
+    drop(member);
+
+    for n in names {
+        uring::delete(n).unwrap();
+    }
+    for (n, f) in names.iter().zip(&files) {
+        mk_uring(n, f);
+    }
+    persist::examine_all();
+    let raid = registry::lookup("bmr10").expect("array reassembled");
+    let info = raid_info("bmr10");
+    assert_eq!(info["last_resync"]["regions"], 2, "{info:#}");
+    assert_eq!(info["last_resync"]["bytes"], 2 * CHUNK_BYTES, "{info:#}");
+    assert_eq!(info["last_resync"]["full"], false, "{info:#}");
+    assert_eq!(info["bitmap"]["dirty_regions"], 0, "{info:#}");
+    assert_eq!(io(&raid, IoType::Read, off_a, 8, None), a);
+    assert_eq!(io(&raid, IoType::Read, off_b, 16, None), b);
+    let data: Vec<Vec<u8>> = names.iter().map(|n| member_data(n)).collect();
+    assert_eq!(
+        raid10_diverging_chunks(&data, chunks, STRIP_BLOCKS),
+        vec![clean_chunk],
+        "the dirty regions' copies agree again; the clean region was left alone"
+    );
+
+    drop(raid);
+    rpc::delete(serde_json::from_value(json!({"name": "bmr10", "clear_sb": true})).unwrap())
+        .unwrap();
+    for n in names {
+        uring::delete(n).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn raid10_readded_member_gets_only_missed_regions() {
+    let _s = serial();
+    rt();
+    let (dir, files) = setup_files("r10readd", 4);
+    let names = ["bmz0", "bmz1", "bmz2", "bmz3"];
+    for (n, f) in names.iter().zip(&files) {
+        mk_uring(n, f);
+    }
+    create_raid10("bmr11", &names, "82345678-9abc-4def-8123-456789abcdef");
+    let raid = registry::lookup("bmr11").unwrap();
+    let blocks = raid.bdev.geometry().num_blocks;
+    let chunks = blocks / STRIP_BLOCKS;
+    let mut image = pattern((blocks * 512) as usize, 40);
+    for off in (0..blocks).step_by(2048) {
+        let n = 2048.min(blocks - off);
+        let range = (off * 512) as usize..((off + n) * 512) as usize;
+        io(&raid, IoType::Write, off, n, Some(image[range].to_vec()));
+    }
+    oxstor_raid::intent::set_sweep_period(Duration::from_millis(20));
+    wait_for("the sweeper to clear idle regions", || {
+        raid_info("bmr11")["bitmap"]["dirty_regions"] == 0
+    });
+    oxstor_raid::intent::set_sweep_period(Duration::from_secs(600));
+
+    rpc::remove_base_bdev(serde_json::from_value(json!({"name": "bmz1"})).unwrap()).unwrap();
+    // About 1% of the array while bmz1 is away: one full region and a bit of two others.
+    let n1 = CHUNK_BLOCKS;
+    let n2 = blocks / 100 - n1;
+    let writes = [(10 * CHUNK_BLOCKS, n1, 2u8), (50 * CHUNK_BLOCKS + 7, n2, 3)];
+    for (off, n, seed) in writes {
+        let data = pattern((n * 512) as usize, seed);
+        image[(off * 512) as usize..][..data.len()].copy_from_slice(&data);
+        io(&raid, IoType::Write, off, n, Some(data));
+    }
+    // bmz1 holds copy 1 of the even chunks: the rebuild owes it those of the dirty regions.
+    let mut dirty: Vec<u64> = writes
+        .iter()
+        .flat_map(|&(off, n, _)| off / CHUNK_BLOCKS..=(off + n - 1) / CHUNK_BLOCKS)
+        .collect();
+    dirty.dedup();
+    assert_eq!(dirty, vec![10, 50, 51]);
+    let owed_blocks: u64 = dirty
+        .iter()
+        .flat_map(|r| r * CHUNK_BLOCKS / STRIP_BLOCKS..(r + 1) * CHUNK_BLOCKS / STRIP_BLOCKS)
+        .filter(|&c| (0..2).any(|copy| near2(c, copy, 4, STRIP_BLOCKS).0 == 1))
+        .count() as u64
+        * STRIP_BLOCKS;
+
+    rpc::add_base_bdev(
+        serde_json::from_value(json!({"raid_bdev": "bmr11", "base_bdev": "bmz1"})).unwrap(),
+    )
+    .unwrap();
+    wait_for("the rebuild", || {
+        let info = raid_info("bmr11");
+        info["state"] == "online"
+            && info["num_base_bdevs_operational"] == 4
+            && info.get("process").is_none()
+            && info.get("last_rebuild").is_some()
+    });
+    let info = raid_info("bmr11");
+    assert_eq!(info["last_rebuild"]["full"], false, "{info:#}");
+    assert_eq!(info["last_rebuild"]["regions"], 3, "{info:#}");
+    assert_eq!(
+        info["last_rebuild"]["bytes_copied"],
+        owed_blocks * 512,
+        "only bmz1's chunks of the 3 dirty regions: {info:#}"
+    );
+    let member_bytes = info["base_bdevs_list"][1]["data_size"].as_u64().unwrap() * 512;
+    assert!(
+        owed_blocks * 512 * 50 < member_bytes,
+        "{owed_blocks} blocks"
+    );
+    let data: Vec<Vec<u8>> = names.iter().map(|n| member_data(n)).collect();
+    assert!(
+        raid10_diverging_chunks(&data, chunks, STRIP_BLOCKS).is_empty(),
+        "both copies of every chunk agree"
+    );
+    for off in (0..blocks).step_by(2048) {
+        let n = 2048.min(blocks - off);
+        let got = io(&raid, IoType::Read, off, n, None);
+        assert!(
+            got == image[(off * 512) as usize..][..got.len()],
+            "array blocks {off}+{n}"
+        );
+    }
+
+    drop(raid);
+    rpc::delete(serde_json::from_value(json!({"name": "bmr11", "clear_sb": true})).unwrap())
+        .unwrap();
+    for n in names {
+        uring::delete(n).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn io_on(core: usize, entry: &Arc<BdevEntry>, off: u64, data: Vec<u8>) {
+    let n = data.len() as u64 / 512;
+    let (st, _) = blocking::io(
+        core,
+        entry,
+        IoType::Write,
+        off,
+        n,
+        Some(&data),
+        Duration::from_secs(10),
+    )
+    .expect("I/O never completed");
+    assert_eq!(st, IoStatus::Success, "write {off}+{n}");
+}
+
+fn set_rebuild_options(window_kb: u64, queue_depth: u64) {
+    oxstor_raid::rebuild::set_options(oxstor_raid::rebuild::BdevRaidSetOptionsParams {
+        process_window_size_kb: Some(window_kb),
+        process_max_bandwidth_mb_sec: Some(0),
+        process_queue_depth: Some(queue_depth),
+    })
+    .unwrap();
+}
+
+fn malloc(name: &str, blocks: u64) {
+    oxstor_bdev::malloc::create(
+        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": 512}))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+/// A new member behind a delay bdev (1 ms per write), so that windows in flight overlap.
+fn slow_member(name: &str, blocks: u64) -> String {
+    malloc(name, blocks);
+    oxstor_bdev::delay::create(
+        serde_json::from_value(json!({
+            "base_bdev_name": name, "name": format!("{name}slow"),
+            "avg_read_latency": 0, "p99_read_latency": 0,
+            "avg_write_latency": 1000, "p99_write_latency": 1000
+        }))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn whole(name: &str, blocks: u64) -> Vec<u8> {
+    let e = registry::lookup(name).unwrap();
+    let mut out = Vec::new();
+    for off in (0..blocks).step_by(2048) {
+        out.extend(io(&e, IoType::Read, off, 2048.min(blocks - off), None));
+    }
+    out
+}
+
+/// Replaces slot 1 of `raid` with a slow new member and rebuilds it while two threads (one
+/// per core) write to disjoint 24 KiB units (not aligned to the windows, so some straddle
+/// two). Returns the new member's name, the array image, the writes made while the rebuild
+/// ran, and how long the rebuild took.
+fn rebuild_under_writes(
+    raid: &str,
+    old: &str,
+    new: &str,
+    member_blocks: u64,
+    members: u64,
+    mut image: Vec<u8>,
+) -> (String, Vec<u8>, u64, Duration) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let entry = registry::lookup(raid).unwrap();
+    let blocks = entry.bdev.geometry().num_blocks;
+    rpc::remove_base_bdev(serde_json::from_value(json!({"name": old})).unwrap()).unwrap();
+    let slow = slow_member(new, member_blocks);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    const UNIT: u64 = 48;
+    let writers: Vec<_> = (0..2u64)
+        .map(|core| {
+            let (entry, stop, writes) = (entry.clone(), stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let mut done = Vec::new();
+                let mut i = core;
+                while !stop.load(Ordering::Acquire) {
+                    // Units `core`, `core + 2`, ... (scrambled), a piece of each.
+                    let unit = (i * 7919) % (blocks / UNIT) / 2 * 2 + core;
+                    let len = 1 + (i * 13) % UNIT;
+                    let off = unit * UNIT + (i * 5) % (UNIT - len + 1);
+                    let data = pattern((len * 512) as usize, i as u8);
+                    io_on(core as usize, &entry, off, data.clone());
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    done.push((off, data));
+                    i += 2;
+                }
+                done
+            })
+        })
+        .collect();
+    // Let the writers get going first.
+    let w0 = writes.load(Ordering::Relaxed);
+    wait_for("user writes", || writes.load(Ordering::Relaxed) > w0 + 20);
+    let t0 = std::time::Instant::now();
+    let w1 = writes.load(Ordering::Relaxed);
+    rpc::add_base_bdev(
+        serde_json::from_value(json!({"raid_bdev": raid, "base_bdev": slow})).unwrap(),
+    )
+    .unwrap();
+    wait_for("the rebuild", || {
+        let info = raid_info(raid);
+        info["num_base_bdevs_operational"] == members && info.get("process").is_none()
+    });
+    let took = t0.elapsed();
+    let during = writes.load(Ordering::Relaxed) - w1;
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        for (off, data) in w.join().unwrap() {
+            image[(off * 512) as usize..][..data.len()].copy_from_slice(&data);
+        }
+    }
+    let info = raid_info(raid);
+    assert_eq!(info["base_bdevs_list"][1]["state"], "online", "{info:#}");
+    (slow, image, during, took)
+}
+
+fn fill_array(name: &str, seed: u8) -> Vec<u8> {
+    let e = registry::lookup(name).unwrap();
+    let blocks = e.bdev.geometry().num_blocks;
+    let image = pattern((blocks * 512) as usize, seed);
+    for off in (0..blocks).step_by(2048) {
+        let n = 2048.min(blocks - off);
+        io(
+            &e,
+            IoType::Write,
+            off,
+            n,
+            Some(image[(off * 512) as usize..][..(n * 512) as usize].to_vec()),
+        );
+    }
+    image
+}
+
+fn check_array(name: &str, image: &[u8]) {
+    let got = whole(name, image.len() as u64 / 512);
+    if let Some(i) = got.iter().zip(image).position(|(a, b)| a != b) {
+        panic!(
+            "{name}: array block {} differs from what was written",
+            i / 512
+        );
+    }
+}
+
+#[test]
+fn deep_rebuild_under_writes_leaves_identical_copies() {
+    let _s = serial();
+    rt();
+    const MEMBER: u64 = 8192; // 4 MiB
+                              // Small windows: many spans, 8 windows each, so user writes meet locked spans often.
+    set_rebuild_options(16, 8);
+
+    // raid1.
+    for m in ["bqa0", "bqa1"] {
+        malloc(m, MEMBER);
+    }
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": "bqr1", "raid_level": "raid1", "base_bdevs": ["bqa0", "bqa1"]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let image = fill_array("bqr1", 50);
+    let (slow, image, during, took_qd8) =
+        rebuild_under_writes("bqr1", "bqa1", "bqa2", MEMBER, 2, image);
+    eprintln!("raid1 rebuild at queue depth 8 took {took_qd8:?}, {during} user writes meanwhile");
+    assert!(during > 0, "user writes ran during the rebuild");
+    assert!(
+        whole("bqa0", MEMBER) == whole("bqa2", MEMBER),
+        "raid1 copies differ"
+    );
+    check_array("bqr1", &image);
+    // The same rebuild one window at a time: the 1 ms writes no longer overlap.
+    set_rebuild_options(16, 1);
+    let (slow1, image, _, took_qd1) = rebuild_under_writes("bqr1", &slow, "bqa3", MEMBER, 2, image);
+    eprintln!("raid1 rebuild at queue depth 1 took {took_qd1:?}");
+    assert!(
+        took_qd8 * 2 < took_qd1,
+        "8 windows in flight ({took_qd8:?}) beat 1 ({took_qd1:?})"
+    );
+    assert!(
+        whole("bqa0", MEMBER) == whole("bqa3", MEMBER),
+        "raid1 copies differ"
+    );
+    check_array("bqr1", &image);
+    rpc::delete(serde_json::from_value(json!({"name": "bqr1"})).unwrap()).unwrap();
+    for d in [slow, slow1] {
+        oxstor_bdev::delay::delete(&d).unwrap();
+    }
+    for m in ["bqa0", "bqa1", "bqa2", "bqa3"] {
+        oxstor_bdev::malloc::delete(m).unwrap();
+    }
+
+    // raid10 over 4 members, 16 KiB strips (one window per strip).
+    set_rebuild_options(16, 8);
+    let names = ["bqb0", "bqb1", "bqb2", "bqb3"];
+    for m in names {
+        malloc(m, MEMBER);
+    }
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": "bqr10", "raid_level": "raid10", "strip_size_kb": STRIP_BLOCKS / 2,
+            "base_bdevs": names
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let chunks = registry::lookup("bqr10")
+        .unwrap()
+        .bdev
+        .geometry()
+        .num_blocks
+        / STRIP_BLOCKS;
+    let image = fill_array("bqr10", 60);
+    let (slow, image, during, took) =
+        rebuild_under_writes("bqr10", "bqb1", "bqb4", MEMBER, 4, image);
+    eprintln!("raid10 rebuild at queue depth 8 took {took:?}, {during} user writes meanwhile");
+    assert!(during > 0, "user writes ran during the rebuild");
+    let data: Vec<Vec<u8>> = ["bqb0", "bqb4", "bqb2", "bqb3"]
+        .iter()
+        .map(|m| whole(m, MEMBER))
+        .collect();
+    assert_eq!(
+        raid10_diverging_chunks(&data, chunks, STRIP_BLOCKS),
+        Vec::<u64>::new(),
+        "raid10 copies differ"
+    );
+    check_array("bqr10", &image);
+    rpc::delete(serde_json::from_value(json!({"name": "bqr10"})).unwrap()).unwrap();
+    oxstor_bdev::delay::delete(&slow).unwrap();
+    for m in ["bqb0", "bqb1", "bqb2", "bqb3", "bqb4"] {
+        oxstor_bdev::malloc::delete(m).unwrap();
+    }
+    set_rebuild_options(oxstor_raid::rebuild::DEFAULT_WINDOW_KB, 4);
+}

@@ -1,12 +1,12 @@
-//! A superblock raid1 on two uring files is written over NVMe/TCP by `oxperf`, the daemon is
-//! killed with SIGKILL mid-run, and a second daemon on the same files must reassemble the
-//! array from its superblocks, resync only the regions the write-intent bitmap marked dirty
-//! (a strict subset of the array), serve a clean `oxperf` verify run, and leave both mirrors
-//! byte-identical.
+//! A superblock raid1 on two uring files and a superblock raid10 on four are written over
+//! NVMe/TCP by `oxperf`, the daemon is killed with SIGKILL mid-run, and a second daemon on the
+//! same files must reassemble both arrays from their superblocks, resync only the regions the
+//! write-intent bitmap marked dirty (a strict subset of each array), serve a clean `oxperf`
+//! verify run, and leave every pair of copies byte-identical.
 //!
-//! The bitmap chunk is mdadm's 64 MiB (not settable over RPC), so the members are 2 GiB
-//! sparse files (32 regions) and the load is a *sequential* write from LBA 0 cut short after
-//! about two seconds: it dirties the first few regions only.
+//! The bitmap chunk is mdadm's 64 MiB (not settable over RPC), so the members are sparse
+//! files of 1-2 GiB (32 regions per array) and the loads are *sequential* writes from LBA 0
+//! cut short after about two seconds: they dirty the first few regions only.
 
 mod common;
 
@@ -18,7 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NQN: &str = "nqn.2016-06.io.oxstor:raidcrash";
+const NQN10: &str = "nqn.2016-06.io.oxstor:raidcrash10";
 const MEMBER_BYTES: u64 = 2 << 30;
+/// raid10 members: 4 x 1 GiB make a 2 GiB array, as many regions as the raid1's.
+const MEMBER10_BYTES: u64 = 1 << 30;
 
 fn oxperf_bin() -> PathBuf {
     let p = PathBuf::from(common::OXSTOR).with_file_name("oxperf");
@@ -47,32 +50,97 @@ fn uring_members(d: &Daemon, files: &[PathBuf]) {
     }
 }
 
-fn export(d: &Daemon, port: u16) {
-    d.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
+fn export(d: &Daemon, port: u16, nqn: &str, serial: &str, bdev: &str) {
+    if nqn == NQN {
+        d.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
+    }
     d.ok(
         "nvmf_create_subsystem",
-        json!({"nqn": NQN, "allow_any_host": true, "serial_number": "OXRAID1"}),
+        json!({"nqn": nqn, "allow_any_host": true, "serial_number": serial}),
     );
     d.ok(
         "nvmf_subsystem_add_ns",
-        json!({"nqn": NQN, "namespace": {"bdev_name": "R1"}}),
+        json!({"nqn": nqn, "namespace": {"bdev_name": bdev}}),
     );
     d.ok(
         "nvmf_subsystem_add_listener",
-        json!({"nqn": NQN, "listen_address": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
+        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
     );
 }
 
-fn raid(d: &Daemon) -> Value {
+fn export_both(d: &Daemon, port: u16, port10: u16) {
+    export(d, port, NQN, "OXRAID1", "R1");
+    export(d, port10, NQN10, "OXRAID10", "R10");
+}
+
+fn raid(d: &Daemon, name: &str) -> Value {
     let all = d.ok("bdev_raid_get_bdevs", json!({"category": "all"}));
     all.as_array()
-        .and_then(|a| a.iter().find(|r| r["name"] == "R1"))
+        .and_then(|a| a.iter().find(|r| r["name"] == name))
         .cloned()
         .unwrap_or(Value::Null)
 }
 
-fn trid(port: u16) -> String {
-    format!("trtype:tcp traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}")
+fn trid(port: u16, nqn: &str) -> String {
+    format!("trtype:tcp traddr:127.0.0.1 trsvcid:{port} subnqn:{nqn}")
+}
+
+/// A sequential 4 KiB write load at QD16 on one exported array, for up to 30 s.
+fn write_load(oxperf: &Path, port: u16, nqn: &str) -> std::process::Child {
+    Command::new(oxperf)
+        .args(["nvme", "-r", &trid(port, nqn)])
+        .args(["-q", "16", "-o", "4k", "-w", "write", "-t", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run oxperf")
+}
+
+/// A 2 s verify run on one exported array: no mismatch, no failed I/O.
+fn verify(oxperf: &Path, port: u16, nqn: &str) {
+    let out = Command::new(oxperf)
+        .args(["nvme", "-r", &trid(port, nqn)])
+        .args(["-q", "16", "-o", "4k", "-w", "verify", "-t", "2"])
+        .args(["--output", "json"])
+        .output()
+        .expect("run oxperf verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "oxperf verify of {nqn} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout).expect("oxperf json output");
+    assert_eq!(v["mismatches"].as_u64(), Some(0), "{nqn}: {v}");
+    assert_eq!(v["io_failed"].as_u64(), Some(0), "{nqn}: {v}");
+    assert!(v["iops"].as_f64().unwrap_or(0.0) > 0.0, "{nqn}: {v}");
+}
+
+/// The reassembled array `r` resynced only regions the bitmap had dirty: at least those
+/// dirty at the kill, and fewer than all. Returns the resynced region count.
+fn assert_dirty_only_resync(r: &Value, dirty_before: u64, total_regions: u64) -> u64 {
+    let resync = &r["last_resync"];
+    let regions = resync["regions"].as_u64().expect("last_resync.regions");
+    assert_eq!(
+        resync["full"], false,
+        "dirty-only resync, not a full one: {r}"
+    );
+    assert!(regions > 0, "the crash left dirty regions to resync: {r}");
+    assert!(
+        regions < total_regions,
+        "only the dirty subset ({regions}) of {total_regions} regions is resynced: {r}"
+    );
+    assert!(
+        regions >= dirty_before,
+        "every region dirty at the crash ({dirty_before}) is resynced: {r}"
+    );
+    assert!(resync["bytes"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(
+        r["bitmap"]["dirty_regions"], 0,
+        "resynced regions are clean: {r}"
+    );
+    regions
 }
 
 /// Compares `len` bytes at `offset` of two files.
@@ -109,11 +177,12 @@ fn same_range(a: &Path, b: &Path, offset: u64, len: u64) -> Result<(), String> {
 fn kill_9_mid_write_reassembles_resyncs_dirty_regions_and_verifies() {
     let oxperf = oxperf_bin();
     let files_dir = TempDir::new("raidcrash-files");
-    let files: Vec<PathBuf> = (0..2)
+    // U0, U1: raid1 R1; U2..U5: raid10 R10 (64 KiB strips).
+    let files: Vec<PathBuf> = (0..6)
         .map(|i| files_dir.path(&format!("m{i}.img")))
         .collect();
-    for f in &files {
-        common::file_of_size(f, MEMBER_BYTES);
+    for (i, f) in files.iter().enumerate() {
+        common::file_of_size(f, if i < 2 { MEMBER_BYTES } else { MEMBER10_BYTES });
     }
 
     // --- Daemon A: create, export, write, SIGKILL. ---
@@ -123,140 +192,124 @@ fn kill_9_mid_write_reassembles_resyncs_dirty_regions_and_verifies() {
         "bdev_raid_create",
         json!({"name": "R1", "raid_level": "raid1", "superblock": true, "base_bdevs": ["U0", "U1"]}),
     );
-    let r = raid(&a);
-    assert_eq!(r["state"], "online", "{r}");
-    let total_regions = r["bitmap"]["regions"].as_u64().expect("bitmap regions");
-    assert!(
-        total_regions >= 16,
-        "2 GiB members give many 64 MiB regions: {r}"
+    a.ok(
+        "bdev_raid_create",
+        json!({"name": "R10", "raid_level": "raid10", "strip_size_kb": 64, "superblock": true,
+               "base_bdevs": ["U2", "U3", "U4", "U5"]}),
     );
-    let port_a = free_port();
-    export(&a, port_a);
+    let mut total_regions = Vec::new();
+    for name in ["R1", "R10"] {
+        let r = raid(&a, name);
+        assert_eq!(r["state"], "online", "{r}");
+        let regions = r["bitmap"]["regions"].as_u64().expect("bitmap regions");
+        assert!(regions >= 16, "2 GiB arrays give many 64 MiB regions: {r}");
+        total_regions.push(regions);
+    }
+    let (port_a, port_a10) = (free_port(), free_port());
+    export_both(&a, port_a, port_a10);
 
-    let mut load = Command::new(&oxperf)
-        .args([
-            "nvme",
-            "-r",
-            &trid(port_a),
-            "-q",
-            "16",
-            "-o",
-            "4k",
-            "-w",
-            "write",
-            "-t",
-            "30",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run oxperf");
-    // Wait until writes are really flowing, then a little more.
+    let mut loads = [
+        write_load(&oxperf, port_a, NQN),
+        write_load(&oxperf, port_a10, NQN10),
+    ];
+    // Wait until writes are really flowing to both arrays, then a little more.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = a.ok("bdev_get_iostat", json!({"name": "R1"}));
-        if st["bdevs"][0]["num_write_ops"].as_u64().unwrap_or(0) > 1000 {
-            break;
+    for name in ["R1", "R10"] {
+        loop {
+            let st = a.ok("bdev_get_iostat", json!({"name": name}));
+            if st["bdevs"][0]["num_write_ops"].as_u64().unwrap_or(0) > 1000 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no writes reached {name}: {st}");
+            for load in &mut loads {
+                assert!(
+                    load.try_wait().unwrap().is_none(),
+                    "oxperf ended before the crash"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Instant::now() < deadline, "no writes reached R1: {st}");
-        assert!(
-            load.try_wait().unwrap().is_none(),
-            "oxperf ended before the crash"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let before = raid(&a);
-    let dirty_before = before["bitmap"]["dirty_regions"].as_u64().unwrap();
-    assert!(
-        dirty_before > 0 && dirty_before < total_regions,
-        "writes in flight dirty a strict subset: {before}"
-    );
-    assert!(
-        load.try_wait().unwrap().is_none(),
-        "oxperf still writing at the kill"
-    );
+    let mut dirty_before = Vec::new();
+    for (name, total) in ["R1", "R10"].into_iter().zip(&total_regions) {
+        let before = raid(&a, name);
+        let dirty = before["bitmap"]["dirty_regions"].as_u64().unwrap();
+        assert!(
+            dirty > 0 && dirty < *total,
+            "writes in flight dirty a strict subset: {before}"
+        );
+        dirty_before.push(dirty);
+    }
+    for load in &mut loads {
+        assert!(
+            load.try_wait().unwrap().is_none(),
+            "oxperf still writing at the kill"
+        );
+    }
     a.child.kill().expect("kill -9 daemon A");
     a.child.wait().expect("reap daemon A");
-    let _ = load.kill();
-    let _ = load.wait();
+    for load in &mut loads {
+        let _ = load.kill();
+        let _ = load.wait();
+    }
 
     // --- Daemon B: same files, reassembly from superblocks, dirty-only resync. ---
     let b = Daemon::start_with(&["-m", "0x1"]);
     uring_members(&b, &files);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let r = loop {
-        let r = raid(&b);
-        if r["state"] == "online" && r["last_resync"].is_object() && r.get("process").is_none() {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "R1 did not reassemble and resync: {r}\n{}",
-            b.stderr()
+    let mut after = Vec::new();
+    for name in ["R1", "R10"] {
+        let r = loop {
+            let r = raid(&b, name);
+            if r["state"] == "online" && r["last_resync"].is_object() && r.get("process").is_none()
+            {
+                break r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not reassemble and resync: {r}\n{}",
+                b.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(r["superblock"], true, "{r}");
+        after.push(r);
+    }
+    assert_eq!(after[0]["num_base_bdevs_operational"], 2, "{}", after[0]);
+    assert_eq!(after[1]["num_base_bdevs_operational"], 4, "{}", after[1]);
+    for (i, r) in after.iter().enumerate() {
+        let regions = assert_dirty_only_resync(r, dirty_before[i], total_regions[i]);
+        eprintln!(
+            "{}: dirty at the kill: {}/{}; resynced after restart: {regions} ({})",
+            r["name"], dirty_before[i], total_regions[i], r["last_resync"]
         );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(r["num_base_bdevs_operational"], 2, "{r}");
-    assert_eq!(r["superblock"], true, "{r}");
-    let resync = &r["last_resync"];
-    let regions = resync["regions"].as_u64().expect("last_resync.regions");
-    assert_eq!(
-        resync["full"], false,
-        "dirty-only resync, not a full one: {r}"
-    );
-    assert!(regions > 0, "the crash left dirty regions to resync: {r}");
-    assert!(
-        regions < total_regions,
-        "only the dirty subset ({regions}) of {total_regions} regions is resynced: {r}"
-    );
-    assert!(
-        regions >= dirty_before,
-        "every region dirty at the crash ({dirty_before}) is resynced: {r}"
-    );
-    assert!(resync["bytes"].as_u64().unwrap_or(0) > 0, "{r}");
-    eprintln!("dirty at the kill: {dirty_before}/{total_regions}; resync after restart: {resync}");
-    let data_offset = r["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
-    let data_size = r["base_bdevs_list"][0]["data_size"].as_u64().unwrap();
+    }
 
-    let port_b = free_port();
-    export(&b, port_b);
-    let out = Command::new(&oxperf)
-        .args([
-            "nvme",
-            "-r",
-            &trid(port_b),
-            "-q",
-            "16",
-            "-o",
-            "4k",
-            "-w",
-            "verify",
-            "-t",
-            "2",
-        ])
-        .args(["--output", "json"])
-        .output()
-        .expect("run oxperf verify");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "oxperf verify failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).expect("oxperf json output");
-    assert_eq!(v["mismatches"].as_u64(), Some(0), "{v}");
-    assert_eq!(v["io_failed"].as_u64(), Some(0), "{v}");
-    assert!(v["iops"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
+    let (port_b, port_b10) = (free_port(), free_port());
+    export_both(&b, port_b, port_b10);
+    verify(&oxperf, port_b, NQN);
+    verify(&oxperf, port_b10, NQN10);
 
     let mut b = b;
     let status = b.terminate();
     assert!(status.success(), "daemon B exit: {status}\n{}", b.stderr());
     common::assert_no_panic(&b.stderr());
 
-    // After the resync and a clean shutdown both mirrors hold the same data area.
-    let off = data_offset * 4096;
-    let len = (data_size * 4096).min(MEMBER_BYTES - off);
-    same_range(&files[0], &files[1], off, len).unwrap_or_else(|e| panic!("{e}: {r}"));
+    // After the resync and a clean shutdown every pair of copies holds the same data area:
+    // the raid1's two members, and (near layout over 4 members) raid10 members 0 and 1, 2
+    // and 3, which hold the two copies of the even and the odd chunks row by row.
+    for (r, pairs, member_bytes) in [
+        (&after[0], &[(0, 1)][..], MEMBER_BYTES),
+        (&after[1], &[(2, 3), (4, 5)][..], MEMBER10_BYTES),
+    ] {
+        let data_offset = r["base_bdevs_list"][0]["data_offset"].as_u64().unwrap();
+        let data_size = r["base_bdevs_list"][0]["data_size"].as_u64().unwrap();
+        let off = data_offset * 4096;
+        let len = (data_size * 4096).min(member_bytes - off);
+        for &(x, y) in pairs {
+            same_range(&files[x], &files[y], off, len)
+                .unwrap_or_else(|e| panic!("{}: {e}: {r}", r["name"]));
+        }
+    }
 }

@@ -8,8 +8,9 @@
 //!   member and rebuild onto a new malloc bdev, on one core: MiB/s of the member rebuilt with
 //!   no user I/O, then with a concurrent 4 KiB randread and a 4 KiB randwrite load at QD16
 //!   on the array (on the same core), and the user IOPS during the rebuild (the array's
-//!   iostat between rebuild start and end). Every member is written before the runs, so no
-//!   copy reads untouched (shared zero page) memory.
+//!   iostat between rebuild start and end), next to the same load's IOPS on the degraded
+//!   array with no rebuild. Every member is written before the runs, so no copy reads
+//!   untouched (shared zero page) memory.
 //!
 //! - **write-intent bitmap cost**: raid1 over 2 malloc bdevs, 4 KiB randwrite QD32 from
 //!   two cores (one job per core), with a superblock (so a bitmap) and without; interleaved.
@@ -316,12 +317,15 @@ fn watch(raid: &Arc<BdevEntry>, member_blocks: u64, started: Instant) -> Vec<Sam
 }
 
 /// A raid of `level` over `members` mallocs of `mib` MiB each, member 0 removed and a new
-/// malloc added: the rebuild, with `load` on the array meanwhile if given.
+/// malloc added: the rebuild, with `load` on the array meanwhile if given. Without
+/// `rebuild`, no malloc is added: `load` runs on the degraded array (the reference for the
+/// user IOPS during a rebuild).
 fn rebuild_run(
     level: &str,
     members: usize,
     mib: u64,
     load: Option<Workload>,
+    rebuild: bool,
 ) -> Result<Rebuilt, String> {
     let rt = Runtime::start(RuntimeConfig {
         cores: CoreMask::single(0),
@@ -330,7 +334,7 @@ fn rebuild_run(
     })
     .map_err(|e| format!("cannot start the reactors: {e}"))?;
     registry::set_runtime(Some(rt.handle()));
-    let result = rebuild_session(&rt, level, members, mib, load);
+    let result = rebuild_session(&rt, level, members, mib, load, rebuild);
     rt.handle().run_on_all(registry::drop_core_channels);
     registry::unregister_all();
     registry::set_runtime(None);
@@ -344,6 +348,7 @@ fn rebuild_session(
     members: usize,
     mib: u64,
     load: Option<Workload>,
+    rebuild: bool,
 ) -> Result<Rebuilt, String> {
     let blocks = mib * 1024 * 1024 / BS;
     let names: Vec<String> = (0..members).map(|i| format!("RbM{i}")).collect();
@@ -413,6 +418,19 @@ fn rebuild_session(
                 duration: Duration::from_secs_f64(load_secs),
                 ..Default::default()
             };
+            if !rebuild {
+                let jobs = engine::run_with(&rt.handle(), &specs, &opts, &mut || {})
+                    .map_err(|e| e.to_string())?;
+                if jobs.iter().any(|j| j.failed > 0) {
+                    return Err("user I/O failed on the degraded array".into());
+                }
+                return Ok(Rebuilt {
+                    mib_s: 0.0,
+                    secs: load_secs,
+                    user_iops: Some(Totals::of(&jobs).iops),
+                    partial: false,
+                });
+            }
             let started = Arc::new(AtomicBool::new(false));
             let (tx, rx) = std::sync::mpsc::channel();
             let watcher = {
@@ -508,9 +526,30 @@ fn rebuild_rates() {
                 None => format!("{level} x{members}, no user I/O"),
                 Some(w) => format!("{level} x{members}, with {w:?} QD16"),
             };
+            if let Some(w) = load {
+                let degraded: Vec<f64> = (0..runs())
+                    .filter_map(|_| match rebuild_run(level, members, mib, load, false) {
+                        Ok(f) => f.user_iops,
+                        Err(e) => {
+                            println!("{level} degraded {w:?}: FAILED: {e}");
+                            None
+                        }
+                    })
+                    .collect();
+                if !degraded.is_empty() {
+                    println!(
+                        "{:<44} {:>10} {:>8} {:>12.0}   runs {:?}",
+                        format!("{level} x{members}, degraded, no rebuild, {w:?} QD16"),
+                        "-",
+                        "-",
+                        median(degraded.clone()),
+                        degraded.iter().map(|x| x.round()).collect::<Vec<_>>()
+                    );
+                }
+            }
             let mut figs = Vec::new();
             for _ in 0..runs() {
-                match rebuild_run(level, members, mib, load) {
+                match rebuild_run(level, members, mib, load, true) {
                     Ok(f) => figs.push(f),
                     Err(e) => println!("{label:<44} FAILED: {e}"),
                 }

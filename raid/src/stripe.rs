@@ -5,7 +5,9 @@
 //! That keeps the write path simple: one stripe, one lock, one parity computation.
 //!
 //! - **Healthy reads** go straight to the data members (one child per data strip touched),
-//!   without locking. A read error marks the member faulty and retries the I/O degraded.
+//!   without locking; a member being rebuilt counts where it is current (below the rebuild's
+//!   watermark, or a stripe a returning member did not miss). A read error marks the member
+//!   faulty and retries the I/O degraded.
 //! - **Degraded reads** (a data strip's member is out of service) lock the stripe, read
 //!   every surviving strip over the affected range, [`parity::reconstruct`] the lost ones and
 //!   copy the wanted blocks out.
@@ -18,7 +20,7 @@
 //!   for the new parity cannot be read, every surviving strip is read and the lost ones are
 //!   reconstructed first, so the parity written always matches the data the array holds.
 //!   A failing member write marks the member faulty; the I/O still succeeds while the array
-//!   keeps its data.
+//!   keeps its data. A member being rebuilt gets every write (see [`crate::rebuild`]).
 //!
 //! **Stripe locking.** Two writes to one stripe must not interleave: each reads what the
 //! other is about to overwrite. On one core, a map of busy stripes queues later I/O behind
@@ -46,8 +48,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Size of the cross-core stripe lock table (per array).
-pub const LOCK_BUCKETS: u64 = 256;
+/// Size of the cross-core stripe lock table (per array). Large next to the stripes a rebuild
+/// holds (at most 8 windows of 32): with a small table, a quarter of all user writes and
+/// degraded reads hashed onto a bucket the rebuild held and waited for its whole window.
+pub const LOCK_BUCKETS: u64 = 4096;
+
+/// Bits of the stale-stripe map (see [`StripeShared::is_stale`]); a bit covers
+/// `stripe_count / STALE_BITS` stripes, rounded up.
+const STALE_BITS: u64 = 1 << 16;
 
 /// How long an I/O waits before trying a stripe lock another core holds, or a DMA buffer
 /// again.
@@ -62,6 +70,11 @@ pub(crate) struct StripeShared {
     pub(crate) layout: Layout,
     /// Bucket `stripe % LOCK_BUCKETS` holds `stripe + 1` while some core writes the stripe.
     locks: Box<[AtomicU64]>,
+    /// One bit per `stale_group` stripes: set where the member being rebuilt may not hold
+    /// current strips yet. All set outside a rebuild, so a rebuild starts from "nothing is
+    /// current" until it has worked out what its member missed.
+    stale: Box<[AtomicU64]>,
+    stale_group: u64,
 }
 
 impl StripeShared {
@@ -87,10 +100,42 @@ impl StripeShared {
                 "members are too small for a {level} array with this strip size"
             )));
         }
+        let stale_group = layout.stripe_count().div_ceil(STALE_BITS).max(1);
+        let stale_words = layout.stripe_count().div_ceil(stale_group).div_ceil(64);
         Ok(StripeShared {
             layout,
             locks: (0..LOCK_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            stale: (0..stale_words).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            stale_group,
         })
+    }
+
+    /// Whether the strip of `stripe` on the member being rebuilt may be out of date (it
+    /// must then be reconstructed, not read). Only meaningful while a rebuild runs.
+    pub(crate) fn is_stale(&self, stripe: u64) -> bool {
+        let bit = stripe / self.stale_group;
+        self.stale
+            .get((bit / 64) as usize)
+            .is_none_or(|w| w.load(Ordering::Acquire) & (1 << (bit % 64)) != 0)
+    }
+
+    /// The rebuild found stripes `stripes` current on its member (it was away while no
+    /// write touched them): reads may go to the member there. Groups of the map that
+    /// `stripes` covers only partly stay stale.
+    pub(crate) fn mark_current(&self, stripes: Range<u64>) {
+        let g = self.stale_group;
+        for bit in stripes.start.div_ceil(g)..stripes.end / g {
+            if let Some(w) = self.stale.get((bit / 64) as usize) {
+                w.fetch_and(!(1 << (bit % 64)), Ordering::Release);
+            }
+        }
+    }
+
+    /// The rebuild is over: back to "nothing is current" for the next one.
+    pub(crate) fn mark_all_stale(&self) {
+        for w in self.stale.iter() {
+            w.store(u64::MAX, Ordering::Release);
+        }
     }
 
     fn scheme(&self) -> Scheme {
@@ -241,15 +286,28 @@ impl StripeChan {
         self.raid.member_online(m) && self.member(m).is_some()
     }
 
-    /// Whether writes to `stripe` must reach member `m`: in service, or a member being
-    /// rebuilt whose rebuild has passed this stripe (its strip there is current, so it must
-    /// stay current). Reads still treat a rebuilding member as lost.
-    fn writable(&self, m: usize, stripe: u64) -> bool {
+    /// Whether writes must reach member `m`: in service, or being rebuilt. A rebuilding
+    /// member gets every write, wherever the rebuild is: a returning member's rebuild skips
+    /// the stripes it did not miss, and those must stay current. Its strips the rebuild has
+    /// yet to compute are merely written in part; the rebuild, under the stripe lock, later
+    /// writes them whole.
+    fn writable(&self, m: usize) -> bool {
+        self.member(m).is_some() && (self.raid.member_online(m) || self.raid.is_rebuilding(m))
+    }
+
+    /// Whether a healthy read of `stripe` may use member `m`: in service, or being rebuilt
+    /// and current there (below the rebuild's watermark, or a stripe its rebuild skips).
+    /// Those reads take no stripe lock, which keeps them off the rebuild's windows.
+    fn readable(&self, m: usize, stripe: u64) -> bool {
+        if self.usable(m) {
+            return true;
+        }
         self.member(m).is_some()
-            && (self.raid.member_online(m)
-                || self
-                    .raid
-                    .rebuilt_stripe(m, stripe, self.sh.layout.strip_blocks()))
+            && self.raid.is_rebuilding(m)
+            && (self
+                .raid
+                .rebuilt_stripe(m, stripe, self.sh.layout.strip_blocks())
+                || !self.sh.is_stale(stripe))
     }
 
     fn survives(&self) -> bool {
@@ -332,7 +390,7 @@ impl StripeChan {
         let Some(span) = self.span(stripe, start, io.num_blocks) else {
             return complete_later(io, IoStatus::Failed(libc::EINVAL));
         };
-        if !span.data_extents().all(|e| self.usable(e.member)) {
+        if !span.data_extents().all(|e| self.readable(e.member, stripe)) {
             return self.lock_then_start(io);
         }
         let blocks = io.num_blocks;
@@ -855,7 +913,7 @@ impl StripeChan {
         let slots = k + l.level().parity_members();
         let row = stripe * l.strip_blocks();
         for e in span.data_extents() {
-            if self.writable(e.member, stripe) {
+            if self.writable(e.member) {
                 self.child(
                     op,
                     e.member,
@@ -868,7 +926,7 @@ impl StripeChan {
         }
         for s in k..slots {
             let m = self.slot_member(stripe, s);
-            if self.writable(m, stripe) {
+            if self.writable(m) {
                 let len = range.end - range.start;
                 self.child(
                     op,

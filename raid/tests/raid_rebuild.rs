@@ -477,3 +477,221 @@ fn raid5_rebuild_with_superblock_marks_the_member_active() {
         malloc::delete(n).unwrap();
     }
 }
+
+/// Array blocks the bitmap tracks per bit in the delta tests.
+const DELTA_CHUNK_BYTES: u64 = 32 * 1024;
+
+/// A raid5 or raid6 with a superblock (so a write-intent bitmap) over mallocs of 16 MiB,
+/// filled with a pattern, whose bitmap is clean: removes member 1, writes about 1% of the
+/// array, adds member 1 back while writing elsewhere, and checks that only the stripes
+/// under the regions written while it was away were rebuilt; then fails other members
+/// and reads everything back.
+fn delta_readd(level: &str, members: usize) {
+    use oxstor_raid::intent;
+    let _g = serial();
+    rt();
+    intent::set_chunk_bytes(DELTA_CHUNK_BYTES);
+    intent::set_sweep_period(Duration::from_secs(600));
+    let name = format!("{level}dl");
+    let blocks = (16 << 20) / BS as u64;
+    let names: Vec<String> = (0..members).map(|i| format!("{name}_m{i}")).collect();
+    for n in &names {
+        mk_malloc(n, blocks);
+    }
+    rpc::create(
+        serde_json::from_value::<BdevRaidCreateParams>(json!({
+            "name": name, "raid_level": level, "strip_size_kb": 4,
+            "base_bdevs": names, "superblock": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let entry = registry::open(&name, true).unwrap();
+    let total = entry.bdev.geometry().num_blocks;
+    let mut image = pattern(total as usize * BS, 17);
+    let write = |image: &mut Vec<u8>, off: u64, data: Vec<u8>| {
+        let n = (data.len() / BS) as u64;
+        image[off as usize * BS..][..data.len()].copy_from_slice(&data);
+        assert_eq!(
+            io(off as usize % 2, &entry, IoType::Write, off, n, Some(data)).0,
+            IoStatus::Success,
+            "write {off}+{n}"
+        );
+    };
+    let mut off = 0;
+    while off < total {
+        let n = 256.min(total - off);
+        let data = image[off as usize * BS..][..n as usize * BS].to_vec();
+        write(&mut image, off, data);
+        off += n;
+    }
+    let v = info(&name);
+    let chunk = v["bitmap"]["chunk_blocks"].as_u64().expect("a bitmap");
+    // The member must miss only what is written below, not the fill.
+    oxstor_raid::intent::set_sweep_period(Duration::from_millis(20));
+    wait_for("the sweeper to clear the fill's regions", 30, || {
+        info(&name)["bitmap"]["dirty_regions"] == 0
+    });
+    intent::set_sweep_period(Duration::from_secs(600));
+
+    remove(&names[1]);
+    // About 1% of the array: one whole bitmap region and a misaligned run.
+    let away = [(8 * chunk, chunk), (total / 2 + 5, total / 100 - chunk)];
+    for (i, &(off, n)) in away.iter().enumerate() {
+        write(&mut image, off, pattern(n as usize * BS, 40 + i as u8));
+    }
+    // Stripes the rebuild must recompute: every stripe under a region written.
+    let parity = if level == "raid6" { 2 } else { 1 };
+    let stripe_blocks = (members as u64 - parity) * 8;
+    let mut stripes = std::collections::BTreeSet::new();
+    for &(off, n) in &away {
+        for region in off / chunk..=(off + n - 1) / chunk {
+            let (a, b) = (region * chunk, ((region + 1) * chunk).min(total));
+            stripes.extend(a / stripe_blocks..b.div_ceil(stripe_blocks));
+        }
+    }
+    let strip_bytes = 8 * BS as u64;
+    let want = stripes.len() as u64 * strip_bytes;
+
+    // Slow, so that the writes below land while it runs. They go to stripes the member did
+    // not miss (which the rebuild skips: the member must get them as they happen) and to
+    // some it did.
+    set_options(Some(4), Some(1));
+    add(&name, &names[1]);
+    let mut during = Vec::new();
+    let mut i = 0u64;
+    loop {
+        let v = info(&name);
+        if v["process"].is_null() && v["num_base_bdevs_operational"] == members as u64 {
+            break;
+        }
+        assert!(i < 100_000, "the rebuild never finished: {v}");
+        let off = (i * 7919 + 3) % (total - 16);
+        let n = 1 + i % 16;
+        write(&mut image, off, pattern(n as usize * BS, i as u8));
+        during.push((off, n));
+        i += 1;
+    }
+    set_options(Some(rebuild::DEFAULT_WINDOW_KB), Some(0));
+    eprintln!(
+        "{level} delta rebuild: {} writes ran alongside",
+        during.len()
+    );
+    let v = info(&name);
+    assert_eq!(slot_states(&v), vec!["online"; members], "{v}");
+    let last = &v["last_rebuild"];
+    assert_eq!(last["full"], false, "{v}");
+    let copied = last["bytes_copied"].as_u64().unwrap();
+    // Writes that raced with the rebuild's start may have joined the regions it rebuilds.
+    let mut with_racing = stripes.clone();
+    for &(off, n) in &during {
+        for region in off / chunk..=(off + n - 1) / chunk {
+            let (a, b) = (region * chunk, ((region + 1) * chunk).min(total));
+            with_racing.extend(a / stripe_blocks..b.div_ceil(stripe_blocks));
+        }
+    }
+    let member_bytes = v["base_bdevs_list"][1]["data_size"].as_u64().unwrap() * BS as u64;
+    eprintln!(
+        "{level} delta rebuild: copied {copied} bytes, {want} expected, member {member_bytes}"
+    );
+    assert!(
+        copied >= want && copied <= with_racing.len() as u64 * strip_bytes,
+        "copied {copied} bytes, expected {want}: {v}"
+    );
+    assert!(
+        copied * 20 < member_bytes,
+        "copied {copied} of {member_bytes} bytes: not a delta"
+    );
+
+    let check = |what: &str| {
+        let mut off = 0;
+        while off < total {
+            let n = 200.min(total - off);
+            let (st, got) = io(off as usize % 2, &entry, IoType::Read, off, n, None);
+            assert_eq!(st, IoStatus::Success, "{what}: read {off}+{n}");
+            assert!(
+                got == image[off as usize * BS..][..n as usize * BS],
+                "{what}: blocks {off}+{n} differ"
+            );
+            off += n;
+        }
+    };
+    check("re-added");
+    // With the other members gone, every stripe is read through member 1 and the parity.
+    for n in names.iter().skip(2).take(parity as usize) {
+        remove(n);
+    }
+    check("re-added, then other members removed");
+    drop(entry);
+    rpc::delete(serde_json::from_value(json!({ "name": name })).unwrap()).unwrap();
+    for n in &names {
+        malloc::delete(n).unwrap();
+    }
+    intent::set_chunk_bytes(64 << 20);
+}
+
+#[test]
+fn raid5_readded_member_gets_only_missed_stripes() {
+    delta_readd("raid5", 4);
+}
+
+#[test]
+fn raid6_readded_member_gets_only_missed_stripes() {
+    delta_readd("raid6", 5);
+}
+
+/// Reads of stripes the rebuild has passed go to the member being rebuilt (it is current
+/// there), without reconstructing it from the others.
+#[test]
+fn reads_below_the_rebuild_watermark_use_the_rebuilt_member() {
+    let _g = serial();
+    const MIB: u64 = 1024 * 1024;
+    let blocks = 8 * MIB / BS as u64;
+    let mut a = Array::new("R5wm", "raid5", 4, blocks);
+    a.fill(23);
+    remove(&a.member(3));
+    mk_malloc("R5wm_new", blocks);
+    a.extra.push("R5wm_new".into());
+    let target = registry::lookup("R5wm_new").unwrap();
+    // 8 MiB at 2 MiB/s: four seconds, while the reads below take a fraction of that.
+    set_options(Some(64), Some(2));
+    add("R5wm", "R5wm_new");
+    wait_for("the rebuild to pass a quarter of the member", 30, || {
+        info("R5wm")["process"]["progress"]["percent"]
+            .as_u64()
+            .is_some_and(|p| p >= 25)
+    });
+    let done = info("R5wm")["process"]["progress"]["blocks"]
+        .as_u64()
+        .unwrap();
+    let before = registry::iostat(&target).read.ops;
+    // Stripes 0..done/8 are rebuilt: read their data (3 strips of 8 blocks each).
+    let below = done / 8 * 24;
+    let mut off = 0;
+    while off < below {
+        let n = 24.min(below - off);
+        let (st, got) = io(off as usize % 2, &a.entry, IoType::Read, off, n, None);
+        assert_eq!(st, IoStatus::Success);
+        assert!(
+            got == a.image[off as usize * BS..][..n as usize * BS],
+            "blocks {off}+{n}"
+        );
+        off += n;
+    }
+    let reads = registry::iostat(&target).read.ops - before;
+    let still = !info("R5wm")["process"].is_null();
+    set_options(Some(rebuild::DEFAULT_WINDOW_KB), Some(0));
+    assert!(
+        still,
+        "the rebuild finished before the reads did: inconclusive"
+    );
+    // A quarter of the stripes hold their parity on the target; the others a data strip.
+    assert!(
+        reads * 2 >= done / 8,
+        "{reads} reads of the target for {} rebuilt stripes",
+        done / 8
+    );
+    wait_for("the rebuild", 30, || info("R5wm")["process"].is_null());
+    a.check_data("rebuilt");
+    a.delete();
+}

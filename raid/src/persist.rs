@@ -14,12 +14,19 @@
 //! under `stale_base_bdevs` in `bdev_raid_get_bdevs`); refusals are logged with their reason
 //! and can be queried with [`refusal`].
 //!
+//! Hot spares of a superblock array are entries of the member table too (after the slots,
+//! role spare), and each spare gets a superblock of its own naming it so. At assembly a
+//! spare of the array rejoins as a hot spare, never as an active member; one that appears
+//! after the array started joins the running array the same way (md's incremental
+//! assembly). A spare keeps its member uuid when it takes a slot; removing a spare drops it
+//! from the table and zeroes its superblock.
+//!
 //! raid1/raid10/raid5/raid6 arrays keep a write-intent bitmap after the superblock
-//! ([`crate::intent`]): after an unclean shutdown a raid1 resyncs only its dirty regions at
-//! assembly (raid5/raid6 rewrite those regions' stripes, recomputing parity), and a raid1
-//! member that comes back is rebuilt only where it missed writes. Not done yet: slots that
-//! are missing at assembly stay missing (add a member with `bdev_raid_add_base_bdev`);
-//! raid10 is not resynced after an unclean shutdown.
+//! ([`crate::intent`]): after an unclean shutdown a raid1 or raid10 resyncs only its dirty
+//! regions at assembly (raid5/raid6 rewrite those regions' stripes, recomputing parity), and
+//! a raid1 or raid10 member that comes back is rebuilt only where it missed writes. Not done
+//! yet: slots that are missing at assembly stay missing (add a member with
+//! `bdev_raid_add_base_bdev`).
 
 use crate::bdev::{self, ArraySpec, RaidLevel, RaidShared};
 use crate::superblock::{
@@ -82,6 +89,9 @@ struct Meta {
     /// Per slot: the member uuid written to the superblocks and the registry entry it
     /// belongs to (a new bdev in the slot gets a new uuid).
     member_uuids: Vec<Option<([u8; 16], u64)>>,
+    /// Hot spares listed after the slots: member uuid and registry entry id. A spare keeps
+    /// its uuid when it later takes a slot.
+    spare_uuids: Vec<([u8; 16], u64)>,
     /// Members found at assembly but not trusted, with the reason.
     stale: Vec<(String, String)>,
     /// Clean superblocks written (or cleared): nothing more may be written.
@@ -98,6 +108,7 @@ impl ArrayPersist {
                 array_uuid,
                 events,
                 member_uuids: Vec::new(),
+                spare_uuids: Vec::new(),
                 stale: Vec::new(),
                 closed: false,
             }),
@@ -230,6 +241,8 @@ pub(crate) struct Snapshot {
     pub data_blocks: Vec<u64>,
     pub array_blocks: u64,
     pub members: Vec<(Option<Arc<BdevEntry>>, MemberState)>,
+    /// Hot spares, in the order they will be used.
+    pub spares: Vec<Arc<BdevEntry>>,
     pub rebuild_target: Option<usize>,
 }
 
@@ -371,7 +384,13 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
         if let Some(e) = entry {
             let known = meta.member_uuids[slot].is_some_and(|(_, id)| id == e.id());
             if !known {
-                meta.member_uuids[slot] = Some((new_member_uuid(), e.id()));
+                // A spare that took the slot stays the device the table knew.
+                let uuid = meta
+                    .spare_uuids
+                    .iter()
+                    .find(|(_, id)| *id == e.id())
+                    .map_or_else(new_member_uuid, |(u, _)| *u);
+                meta.member_uuids[slot] = Some((uuid, e.id()));
             }
         }
         if meta.member_uuids[slot].is_none() {
@@ -379,6 +398,15 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
             meta.member_uuids[slot] = Some((new_member_uuid(), 0));
         }
     }
+    let spare_uuids: Vec<([u8; 16], u64)> = snap
+        .spares
+        .iter()
+        .map(|e| {
+            let known = meta.spare_uuids.iter().find(|(_, id)| *id == e.id());
+            (known.map_or_else(new_member_uuid, |(u, _)| *u), e.id())
+        })
+        .collect();
+    meta.spare_uuids = spare_uuids;
     meta.events += 1;
     // By name, so every level the bdev gains maps without a table to keep in step here.
     let level: crate::layout::RaidLevel = snap
@@ -412,6 +440,22 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
                 data_offset_blocks: snap.data_offset,
                 data_size_blocks: snap.data_blocks[slot],
             })
+            .chain(
+                snap.spares
+                    .iter()
+                    .zip(&meta.spare_uuids)
+                    .map(|(entry, (uuid, _))| MemberEntry {
+                        slot: None,
+                        state: MemberState::Spare,
+                        uuid: *uuid,
+                        data_offset_blocks: snap.data_offset,
+                        data_size_blocks: p
+                            .member_data_blocks(entry.bdev.geometry())
+                            .unwrap_or_else(|_| {
+                                snap.data_blocks.iter().copied().max().unwrap_or(0)
+                            }),
+                    }),
+            )
             .collect(),
         own_entry: 0,
         bitmap: p.intent().map(|i| BitmapLocation {
@@ -424,14 +468,28 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
             .map_or(0, |d| d.as_secs()),
     };
     let mut first_error = None;
-    for (slot, (entry, state)) in snap.members.iter().enumerate() {
+    // Spares follow the slots in the table, so a spare's own entry is its index there.
+    let spares = snap
+        .spares
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (snap.members.len() + i, Some(e), MemberState::Spare));
+    let slots = snap
+        .members
+        .iter()
+        .enumerate()
+        .map(|(slot, (e, state))| (slot, e.as_ref(), *state));
+    for (own_entry, entry, state) in slots.chain(spares) {
         let Some(entry) = entry else { continue };
-        if !matches!(state, MemberState::Active | MemberState::Rebuilding) {
+        if !matches!(
+            state,
+            MemberState::Active | MemberState::Rebuilding | MemberState::Spare
+        ) {
             continue; // a failed member is not written to (it may not even answer)
         }
         let mut sb = base.clone();
-        sb.own_entry = slot as u32;
-        if snap.rebuild_target == Some(slot) {
+        sb.own_entry = own_entry as u32;
+        if snap.rebuild_target == Some(own_entry) {
             // Its data is not current yet: after a restart it must be rebuilt again.
             sb.recovery_offset = 0;
         }
@@ -505,12 +563,57 @@ pub(crate) fn clear(shared: &RaidShared) {
     let mut meta = p.meta();
     meta.closed = true;
     if let Some(snap) = shared.snapshot() {
-        for entry in snap.members.into_iter().filter_map(|(e, _)| e) {
+        let members = snap.members.into_iter().filter_map(|(e, _)| e);
+        for entry in members.chain(snap.spares) {
             if let Err(e) = write_sb(&entry, &[0u8; SUPERBLOCK_LEN]) {
                 tracing::warn!("raid {}: cannot clear {}: {e}", snap.name, entry.name());
             }
         }
     }
+}
+
+/// `bdev_raid_remove_base_bdev` of a hot spare: drops it from the member table, then zeroes
+/// its own superblock so that, released, it is no longer taken for a spare of the array.
+pub(crate) fn remove_spare(shared: &RaidShared, base: &str) -> Result<(), BdevError> {
+    let guard = shared
+        .take_spare(base)
+        .ok_or_else(|| BdevError::NotFound(format!("{base} (not a spare of {})", shared.name())))?;
+    if shared.persist().is_some() {
+        if let Err(e) = sync(shared) {
+            tracing::warn!(
+                "raid {}: superblock update without {base}: {e}",
+                shared.name()
+            );
+        }
+        if let Err(e) = write_sb(guard.entry(), &[0u8; SUPERBLOCK_LEN]) {
+            tracing::warn!(
+                "raid {}: cannot clear the superblock of {base}: {e}",
+                shared.name()
+            );
+        }
+    }
+    drop(guard);
+    Ok(())
+}
+
+/// A device whose superblock makes it a spare of `raid` joins it as a hot spare, keeping
+/// the member uuid the table knows it by.
+fn adopt_spare(
+    raid: &Arc<RaidShared>,
+    name: &str,
+    entry_id: u64,
+    sb: &Superblock,
+) -> Result<(), String> {
+    let (Some(p), Some(own)) = (raid.persist(), sb.own()) else {
+        return Err("not a spare of a superblock array".into());
+    };
+    p.meta().spare_uuids.push((own.uuid, entry_id));
+    raid.add_member(name, true).map_err(|e| {
+        p.meta().spare_uuids.retain(|(_, id)| *id != entry_id);
+        format!("cannot rejoin raid {} as a spare: {e}", raid.name())
+    })?;
+    tracing::info!("raid {}: {name} rejoins as a spare", raid.name());
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,7 +743,20 @@ fn assemble_group(
     let sbs: Vec<Superblock> = group.iter().map(|(_, _, sb)| sb.clone()).collect();
     let uuid_text = uuid_string(&uuid);
     if let Some(running) = bdev::list().into_iter().find(|r| r.uuid_str() == uuid_text) {
-        for (_, name, _) in group {
+        for (id, name, sb) in group {
+            // A spare that shows up after its array started (md's incremental assembly
+            // adds those too): nothing it holds is array data, so it cannot be stale.
+            let spare = sb.own().is_some_and(|m| m.state == MemberState::Spare);
+            if spare && running.persist().is_some() {
+                match adopt_spare(&running, name, *id, sb) {
+                    Ok(()) => {
+                        ex.refusals.remove(name);
+                    }
+                    Err(reason) => refuse(ex, name, reason, false),
+                }
+                let _ = sync(&running);
+                continue;
+            }
             let reason = format!(
                 "raid {} (uuid {uuid_text}) is already running without it: a stale member",
                 running.name()
@@ -716,10 +832,12 @@ fn assemble_group(
     };
     let mut base_bdevs = vec![String::new(); truth.member_count as usize];
     let mut stale = Vec::new();
+    let mut spares = Vec::new();
     for (index, class) in assembly.classes.iter().enumerate() {
         let name = &group[index].1;
         match class {
             MemberClass::Current { slot } => base_bdevs[*slot as usize] = name.clone(),
+            MemberClass::Spare => spares.push(index),
             other => {
                 let reason = match other {
                     MemberClass::Stale { events, .. } => format!(
@@ -727,10 +845,9 @@ fn assemble_group(
                         assembly.events
                     ),
                     MemberClass::Rebuilding { .. } => "its rebuild did not finish".into(),
-                    MemberClass::Spare => "spare (not used yet)".into(),
                     MemberClass::Foreign => "the array's member table no longer lists it".into(),
                     MemberClass::Duplicate => "same member seen twice".into(),
-                    MemberClass::Current { .. } => continue,
+                    MemberClass::Current { .. } | MemberClass::Spare => continue,
                 };
                 refuse(ex, name, reason.clone(), false);
                 stale.push((name.clone(), reason));
@@ -757,6 +874,7 @@ fn assemble_group(
             array_uuid: uuid,
             events: truth.events,
             member_uuids: Vec::new(),
+            spare_uuids: Vec::new(),
             stale,
             closed: false,
         }),
@@ -822,14 +940,25 @@ fn assemble_group(
     if !truth.clean && level.parity_members() > 0 {
         resync_parity(&raid, &persist);
     }
+    // Spares come back after the resync: one may take a missing slot and start a rebuild.
+    for &index in &spares {
+        let (id, name, sb) = &group[index];
+        match adopt_spare(&raid, name, *id, sb) {
+            Ok(()) => {
+                ex.refusals.remove(name);
+            }
+            Err(reason) => refuse(ex, name, reason, false),
+        }
+    }
     if let Err(e) = sync(&raid) {
         tracing::warn!("raid {}: superblock update after assembly: {e}", truth.name);
     }
     Some(group.iter().map(|(id, _, _)| *id).collect())
 }
 
-/// Loads the bitmap of an array being assembled and, after an unclean shutdown of a raid1,
-/// resyncs its dirty regions (copies them from the first current member to the others).
+/// Loads the bitmap of an array being assembled and, after an unclean shutdown of a raid1
+/// or raid10, resyncs its dirty regions (from the first current member to the others; from
+/// copy 0 to copy 1 of each raid10 chunk).
 /// Returns the bitmap to run with (None: start a fresh one) and what the resync copied.
 fn assembly_bitmap(
     truth: &Superblock,
@@ -873,7 +1002,7 @@ fn assembly_bitmap(
         }
         _ => None,
     };
-    if truth.clean || level != RaidLevel::Raid1 {
+    if truth.clean || !level.is_mirror() {
         if !truth.clean && level.parity_members() == 0 {
             tracing::warn!(
                 "raid {}: unclean shutdown; no bitmap resync for {} yet",
@@ -893,7 +1022,19 @@ fn assembly_bitmap(
     if members.len() < 2 {
         return (wi, None);
     }
-    match intent::resync_raid1(bitmap, &members, data_offset, bs) {
+    let resynced = if level == RaidLevel::Raid10 {
+        let in_slots: Vec<_> = base_bdevs
+            .iter()
+            .map(|n| registry::lookup(n).ok())
+            .collect();
+        truth
+            .layout()
+            .map_err(|e| e.to_string())
+            .and_then(|l| intent::resync_raid10(bitmap, &l, &in_slots, data_offset, bs))
+    } else {
+        intent::resync_raid1(bitmap, &members, data_offset, bs)
+    };
+    match resynced {
         Ok(done) => {
             tracing::info!(
                 "raid {}: unclean shutdown: resynced {} region(s), {} bytes",

@@ -204,7 +204,11 @@ pub fn get_bdevs(p: BdevRaidGetBdevsParams) -> Result<Value, BdevError> {
 
 /// `bdev_raid_remove_base_bdev`: takes a member out of its array. A mirror, raid5 (one
 /// member) or raid6 (two) carries on degraded; refused where it would lose data (raid0, concat, the last copy of a mirror).
+/// A hot spare just leaves (and, on a superblock array, the superblocks stop listing it).
 pub fn remove_base_bdev(p: BdevRaidRemoveBaseBdevParams) -> Result<(), BdevError> {
+    if let Some(raid) = bdev::find_spare(&p.name) {
+        return persist::remove_spare(&raid, &p.name);
+    }
     let (raid, slot) = bdev::find_member(&p.name)?;
     raid.remove_member(slot)?;
     let _ = persist::sync(&raid);

@@ -3,7 +3,7 @@
 
 use oxstor_bdev::blocking;
 use oxstor_bdev::registry::{self, BdevEntry};
-use oxstor_bdev::{malloc, uring, IoStatus, IoType};
+use oxstor_bdev::{error, malloc, uring, IoStatus, IoType};
 use oxstor_raid::layout::RaidLevel;
 use oxstor_raid::persist;
 use oxstor_raid::rpc;
@@ -248,4 +248,287 @@ fn corrupt_and_foreign_superblocks_are_refused_with_reason() {
     ] {
         malloc::delete(n).unwrap();
     }
+}
+
+fn mk_error(base: &str) -> String {
+    error::create(serde_json::from_value(json!({"base_name": base})).unwrap()).unwrap()
+}
+
+fn add_base(raid: &str, base: &str, spare: bool) {
+    rpc::add_base_bdev(
+        serde_json::from_value(json!({"raid_bdev": raid, "base_bdev": base, "spare": spare}))
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn base_states(info: &Value) -> Vec<(String, String)> {
+    info["base_bdevs_list"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("").to_string(),
+                        m["state"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The member-table entry of `uuid` in a superblock.
+fn entry_of(sb: &Superblock, uuid: [u8; 16]) -> Option<&MemberEntry> {
+    sb.members.iter().find(|m| m.uuid == uuid)
+}
+
+/// The uring bdevs under one array's files, with error bdevs over the slot members.
+struct SpareRig {
+    dir: std::path::PathBuf,
+    /// uring names of the slot members (the array uses `EE_<name>`).
+    members: Vec<String>,
+    spare: String,
+}
+
+impl SpareRig {
+    fn new(tag: &str, members: usize) -> SpareRig {
+        let dir = std::env::temp_dir().join(format!("oxstor-raid-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = (0..members).map(|i| format!("{tag}_u{i}")).collect();
+        for name in names.iter().chain(std::iter::once(&format!("{tag}_spare"))) {
+            let file = std::fs::File::create(dir.join(format!("{name}.img"))).unwrap();
+            file.set_len(8 << 20).unwrap();
+        }
+        SpareRig {
+            dir,
+            members: names,
+            spare: format!("{tag}_spare"),
+        }
+    }
+
+    fn attach_member(&self, i: usize) {
+        let name = &self.members[i];
+        mk_uring(name, &self.dir.join(format!("{name}.img")));
+        mk_error(name);
+    }
+
+    fn attach_spare(&self) {
+        mk_uring(&self.spare, &self.dir.join(format!("{}.img", self.spare)));
+    }
+
+    /// Deletes the bdevs (not the files), as a daemon restart would lose them.
+    fn detach(&self) {
+        for name in &self.members {
+            let _ = error::delete(&format!("EE_{name}"));
+            let _ = uring::delete(name);
+        }
+        let _ = uring::delete(&self.spare);
+    }
+}
+
+impl Drop for SpareRig {
+    fn drop(&mut self) {
+        self.detach();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A hot spare of a superblock raid5 is recorded in every superblock (its own names it a
+/// spare), comes back as a spare after restarts (found with the members, and found after
+/// the array already runs), takes a failed member's slot by itself, and keeps its member
+/// uuid in the slot.
+#[test]
+fn superblock_spare_survives_restart_and_takes_over() {
+    let _s = serial();
+    rt();
+    let rig = SpareRig::new("sps", 3);
+    let members: Vec<String> = rig.members.iter().map(|m| format!("EE_{m}")).collect();
+    for i in 0..3 {
+        rig.attach_member(i);
+    }
+    rig.attach_spare();
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": "sps5", "raid_level": "raid5", "strip_size_kb": 64,
+            "base_bdevs": members, "superblock": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    add_base("sps5", &rig.spare, true);
+    let spare_sb = persist::read_superblock(&rig.spare).expect("the spare has a superblock");
+    let own = spare_sb.own().expect("own entry").clone();
+    assert_eq!(own.slot, None);
+    assert_eq!(own.state, MemberState::Spare);
+    assert_eq!(spare_sb.member_count, 3);
+    assert_eq!(spare_sb.members.len(), 4);
+    for m in &members {
+        let sb = persist::read_superblock(m).unwrap();
+        assert_eq!(sb.array_uuid, spare_sb.array_uuid);
+        assert_eq!(
+            entry_of(&sb, own.uuid).map(|e| (e.slot, e.state)),
+            Some((None, MemberState::Spare)),
+            "{m} lists the spare"
+        );
+    }
+    let raid = registry::lookup("sps5").unwrap();
+    let data = pattern(256 * 512, 11);
+    io(&raid, IoType::Write, 300, 256, Some(data.clone()));
+
+    // Restart 1: the spare appears among the members and is assembled with them.
+    rpc::delete(serde_json::from_value(json!({"name": "sps5"})).unwrap()).unwrap();
+    assert!(persist::read_superblock(&rig.spare).unwrap().clean);
+    rig.detach();
+    rig.attach_spare();
+    rig.attach_member(0);
+    rig.attach_member(1);
+    persist::examine_all();
+    assert!(registry::lookup("sps5").is_err(), "waits for member 2");
+    rig.attach_member(2);
+    persist::examine_all();
+    let info = raid_info("sps5");
+    assert_eq!(info["state"], "online", "{info:#}");
+    assert_eq!(
+        base_states(&info).last().cloned(),
+        Some((rig.spare.clone(), "spare".to_string())),
+        "{info:#}"
+    );
+    assert_eq!(info["num_base_bdevs"], 3, "a spare is no slot: {info:#}");
+    assert_eq!(info["stale_base_bdevs"], json!([]), "{info:#}");
+    assert!(persist::refusal(&rig.spare).is_none());
+
+    // Restart 2: the spare appears after the array already runs, and joins it.
+    rpc::delete(serde_json::from_value(json!({"name": "sps5"})).unwrap()).unwrap();
+    rig.detach();
+    for i in 0..3 {
+        rig.attach_member(i);
+    }
+    persist::examine_all();
+    assert_eq!(base_states(&raid_info("sps5")).len(), 3);
+    rig.attach_spare();
+    persist::examine_all();
+    let info = raid_info("sps5");
+    assert_eq!(
+        base_states(&info).last().cloned(),
+        Some((rig.spare.clone(), "spare".to_string())),
+        "{info:#}"
+    );
+    let sb = persist::read_superblock(&members[0]).unwrap();
+    assert_eq!(
+        entry_of(&sb, own.uuid).map(|e| e.state),
+        Some(MemberState::Spare),
+        "the spare keeps its uuid across restarts"
+    );
+
+    // A member fails under I/O: the spare takes its slot and is rebuilt.
+    error::inject(
+        &serde_json::from_value(json!({
+            "name": members[1], "io_type": "all", "error_type": "failure", "num": 1_000_000
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let raid = registry::lookup("sps5").unwrap();
+    io(&raid, IoType::Write, 0, 384, Some(pattern(384 * 512, 5)));
+    wait_for("the spare to be rebuilt into slot 1", 30, || {
+        let info = raid_info("sps5");
+        info.get("process").is_none()
+            && base_states(&info)
+                == [
+                    (members[0].clone(), "online".to_string()),
+                    (rig.spare.clone(), "online".to_string()),
+                    (members[2].clone(), "online".to_string()),
+                ]
+    });
+    let mut expected = pattern(384 * 512, 5);
+    expected.extend_from_slice(&data[(384 - 300) * 512..]);
+    assert_eq!(io(&raid, IoType::Read, 0, 556, None), expected);
+    // The superblocks name it the slot's member, by the uuid it had as a spare.
+    wait_for("the superblocks to record the rebuilt spare", 10, || {
+        persist::read_superblock(&rig.spare).is_ok_and(|sb| {
+            sb.own().map(|m| (m.slot, m.state)) == Some((Some(1), MemberState::Active))
+                && sb.own().map(|m| m.uuid) == Some(own.uuid)
+        })
+    });
+    let sb = persist::read_superblock(&members[0]).unwrap();
+    assert_eq!(
+        entry_of(&sb, own.uuid).map(|e| (e.slot, e.state)),
+        Some((Some(1), MemberState::Active))
+    );
+    assert_eq!(sb.members.len(), 3, "no spare left in the table");
+
+    rpc::delete(serde_json::from_value(json!({"name": "sps5", "clear_sb": true})).unwrap())
+        .unwrap();
+}
+
+/// Removing a hot spare drops it from every member's table and clears its own superblock,
+/// so after a restart it is neither a spare nor refused as a stale member.
+#[test]
+fn superblock_spare_removal_is_recorded() {
+    let _s = serial();
+    rt();
+    let rig = SpareRig::new("spr", 2);
+    let members: Vec<String> = rig.members.iter().map(|m| format!("EE_{m}")).collect();
+    for i in 0..2 {
+        rig.attach_member(i);
+    }
+    rig.attach_spare();
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": "spr1", "raid_level": "raid1", "base_bdevs": members, "superblock": true
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    add_base("spr1", &rig.spare, true);
+    let spare_uuid = persist::read_superblock(&rig.spare)
+        .unwrap()
+        .own()
+        .unwrap()
+        .uuid;
+    assert!(entry_of(&persist::read_superblock(&members[0]).unwrap(), spare_uuid).is_some());
+
+    rpc::remove_base_bdev(serde_json::from_value(json!({"name": rig.spare})).unwrap()).unwrap();
+    assert!(registry::lookup(&rig.spare).unwrap().claimed_by().is_none());
+    let reason = persist::read_superblock(&rig.spare).unwrap_err();
+    assert!(reason.contains("no oxstor RAID superblock"), "{reason}");
+    for m in &members {
+        let sb = persist::read_superblock(m).unwrap();
+        assert!(entry_of(&sb, spare_uuid).is_none(), "{m} still lists it");
+        assert_eq!(sb.members.len(), 2);
+    }
+    let info = raid_info("spr1");
+    assert_eq!(base_states(&info).len(), 2, "{info:#}");
+
+    // Restart: the array comes back with its two members, the former spare stays free.
+    rpc::delete(serde_json::from_value(json!({"name": "spr1"})).unwrap()).unwrap();
+    rig.detach();
+    rig.attach_spare();
+    rig.attach_member(0);
+    rig.attach_member(1);
+    persist::examine_all();
+    let info = raid_info("spr1");
+    assert_eq!(info["state"], "online", "{info:#}");
+    assert_eq!(base_states(&info).len(), 2, "{info:#}");
+    assert!(registry::lookup(&rig.spare).unwrap().claimed_by().is_none());
+    let reason = persist::refusal(&rig.spare).unwrap_or_default();
+    assert!(
+        reason.is_empty() || reason.contains("no oxstor RAID superblock"),
+        "{reason}"
+    );
+
+    rpc::delete(serde_json::from_value(json!({"name": "spr1", "clear_sb": true})).unwrap())
+        .unwrap();
 }

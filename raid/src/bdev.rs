@@ -648,6 +648,15 @@ fn ensure_examine_poller() {
     });
 }
 
+impl RaidShared {
+    /// Whether `slot` is empty because its member went missing (not because it failed):
+    /// the member may come back and be rebuilt there.
+    pub(crate) fn slot_awaits_member(&self, slot: usize) -> bool {
+        let empty = self.ctl().slots.get(slot).is_some_and(|s| s.name.is_none());
+        empty && self.state(slot) == MISSING
+    }
+}
+
 /// Finds the array and slot holding a member named `base`.
 pub(crate) fn find_member(base: &str) -> Result<(Arc<RaidShared>, usize), BdevError> {
     for r in list() {

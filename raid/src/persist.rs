@@ -10,9 +10,13 @@
 //!
 //! [`examine_all`] reads the first 4 KiB of every bdev it has not looked at yet, keeps the
 //! superblocks that parse, and assembles each array whose members suffice
-//! ([`crate::superblock::assemble`]). Members that missed updates are left out (and listed
-//! under `stale_base_bdevs` in `bdev_raid_get_bdevs`); refusals are logged with their reason
-//! and can be queried with [`refusal`].
+//! ([`crate::superblock::assemble`]). Members that missed updates are kicked; as md does,
+//! one whose slot the array recorded as missing (it was away, or removed) or as rebuilding
+//! rejoins its slot by itself and is rebuilt, only where it missed writes when the bitmap
+//! knows them — at assembly or when it appears next to the running array. A member the array
+//! recorded as faulty stays out (listed under `stale_base_bdevs` in `bdev_raid_get_bdevs`)
+//! until `bdev_raid_add_base_bdev` brings it back. Refusals are logged with their reason and
+//! can be queried with [`refusal`].
 //!
 //! Hot spares of a superblock array are entries of the member table too (after the slots,
 //! role spare), and each spare gets a superblock of its own naming it so. At assembly a
@@ -598,6 +602,30 @@ pub(crate) fn remove_spare(shared: &RaidShared, base: &str) -> Result<(), BdevEr
 
 /// A device whose superblock makes it a spare of `raid` joins it as a hot spare, keeping
 /// the member uuid the table knows it by.
+/// Whether the member of `slot` may rejoin by itself: the array last ran without it
+/// (missing) or while rebuilding it. A member the array marked faulty stays out until
+/// `bdev_raid_add_base_bdev` brings it back.
+fn may_return(truth: &Superblock, slot: u32) -> bool {
+    truth
+        .members
+        .get(slot as usize)
+        .is_some_and(|m| matches!(m.state, MemberState::Missing | MemberState::Rebuilding))
+}
+
+/// md's re-add of a stale member: back into its slot and rebuilt, only where it missed
+/// writes when the bitmap allows (an unfinished rebuild starts over).
+fn readd_stale(raid: &Arc<RaidShared>, name: &str) -> Result<(), String> {
+    note_returning(raid, name);
+    raid.add_member(name, false)
+        .map_err(|e| format!("stale member; rejoining raid {} failed: {e}", raid.name()))?;
+    tracing::info!(
+        "raid {}: stale member {name} rejoins and is rebuilt",
+        raid.name()
+    );
+    let _ = sync(raid);
+    Ok(())
+}
+
 fn adopt_spare(
     raid: &Arc<RaidShared>,
     name: &str,
@@ -757,6 +785,17 @@ fn assemble_group(
                 let _ = sync(&running);
                 continue;
             }
+            let slot = sb.own_entry as usize;
+            if running.slot_awaits_member(slot) {
+                match readd_stale(&running, name) {
+                    Ok(()) => {
+                        ex.refusals.remove(name);
+                        continue;
+                    }
+                    Err(reason) => refuse(ex, name, reason, false),
+                }
+                continue;
+            }
             let reason = format!(
                 "raid {} (uuid {uuid_text}) is already running without it: a stale member",
                 running.name()
@@ -833,11 +872,17 @@ fn assemble_group(
     let mut base_bdevs = vec![String::new(); truth.member_count as usize];
     let mut stale = Vec::new();
     let mut spares = Vec::new();
+    let mut returning = Vec::new();
     for (index, class) in assembly.classes.iter().enumerate() {
         let name = &group[index].1;
         match class {
             MemberClass::Current { slot } => base_bdevs[*slot as usize] = name.clone(),
             MemberClass::Spare => spares.push(index),
+            MemberClass::Stale { slot, .. } | MemberClass::Rebuilding { slot, .. }
+                if level.is_redundant() && may_return(truth, *slot) =>
+            {
+                returning.push(name.clone());
+            }
             other => {
                 let reason = match other {
                     MemberClass::Stale { events, .. } => format!(
@@ -940,7 +985,15 @@ fn assemble_group(
     if !truth.clean && level.parity_members() > 0 {
         resync_parity(&raid, &persist);
     }
-    // Spares come back after the resync: one may take a missing slot and start a rebuild.
+    // Members that missed updates come back first, into their own slots (only what they
+    // missed is copied when the bitmap knows it); then spares, which may take a slot that
+    // is still missing.
+    for name in &returning {
+        if let Err(reason) = readd_stale(&raid, name) {
+            refuse(ex, name, reason.clone(), false);
+            persist.meta().stale.push((name.clone(), reason));
+        }
+    }
     for &index in &spares {
         let (id, name, sb) = &group[index];
         match adopt_spare(&raid, name, *id, sb) {

@@ -178,18 +178,19 @@ impl BdevIo {
             tracing::error!("completion of an I/O that nobody submitted");
             return;
         };
+        let now = oxstor_reactor::now_ticks();
         if self
             .forwarded
             .as_ref()
             .is_some_and(|f| f.depth == self.frames.len())
         {
             if let Some(f) = self.forwarded.take() {
-                f.stat.record(&self, frame.start_ticks);
+                f.stat.record(&self, frame.start_ticks, now);
                 self.offset_blocks = f.offset_blocks;
             }
         }
         if let Some(stat) = &frame.stat {
-            stat.record(&self, frame.start_ticks);
+            stat.record(&self, frame.start_ticks, now);
         }
         frame.done.io_done(self, frame.tag);
     }

@@ -47,13 +47,13 @@ impl IoStat {
     /// Counts one completed I/O. Latencies stay in raw ticks here (no conversion per I/O);
     /// [`snapshot`](Self::snapshot) turns them into nanoseconds.
     #[inline]
-    pub(crate) fn record(&self, io: &BdevIo, start_ticks: u64) {
+    pub(crate) fn record(&self, io: &BdevIo, start_ticks: u64, now_ticks: u64) {
         if !io.status.is_success() {
             self.errors.set(self.errors.get() + 1);
             return;
         }
         let s = &self.types[slot(io.io_type)];
-        let lat = oxstor_reactor::now_ticks().saturating_sub(start_ticks);
+        let lat = now_ticks.saturating_sub(start_ticks);
         s.ops.set(s.ops.get() + 1);
         s.bytes.set(s.bytes.get() + io.num_blocks * self.block_size);
         s.lat_sum.set(s.lat_sum.get() + lat);

@@ -19,7 +19,8 @@
 //!   ([`resync_raid10`]); `last_resync` in `bdev_raid_get_bdevs` tells how many.
 //! - **Re-add**: a member removed (or failed) gets a per-member delta; when the same member
 //!   (same member uuid in its superblock) is added back, the rebuild copies only the delta's
-//!   regions (`last_rebuild.bytes_copied`). The regions are array blocks; the raid10 rebuild
+//!   regions and those dirty when it starts ([`ArrayIntent::rebuild_ranges`]), counted in
+//!   `last_rebuild`. The regions are array blocks; the raid10 rebuild
 //!   maps them to the chunk pieces its target holds, the raid5/raid6 rebuild
 //!   ([`crate::rebuild`]) to every stripe with a data block in them (their parity changed
 //!   too).
@@ -467,13 +468,28 @@ impl ArrayIntent {
         count
     }
 
-    /// The array blocks the rebuild of `target` must copy, as prepared by
-    /// [`Self::prepare_rebuild`]; None: all of them.
+    /// The array blocks the rebuild of `target` must copy: the regions
+    /// [`Self::prepare_rebuild`] chose plus every region dirty now; None: all of them.
+    ///
+    /// Call it once `target` is REBUILDING. A write that began after `prepare_rebuild` took
+    /// the delta, but fanned out before the member turned REBUILDING, skipped the member and
+    /// is in no delta; its region was marked dirty before it fanned out, though, and nothing
+    /// is cleared while the array is degraded, so the dirty set read afterwards holds it.
     pub(crate) fn rebuild_ranges(&self, target: usize) -> Option<Vec<Range<u64>>> {
-        match lock(&self.rebuild_regions).as_ref() {
-            Some((slot, ranges)) if *slot == target => Some(ranges.clone()),
-            _ => None,
+        let dirty: Vec<Range<u64>> = {
+            let wi = lock(&self.wi);
+            wi.dirty_regions().map(|r| wi.region_blocks(r)).collect()
+        };
+        let mut prepared = lock(&self.rebuild_regions);
+        let (slot, ranges) = prepared.as_mut()?;
+        if *slot != target {
+            return None;
         }
+        // Both lists hold whole regions (`region_blocks`): a region in both is equal ranges.
+        ranges.extend(dirty);
+        ranges.sort_by_key(|r| r.start);
+        ranges.dedup();
+        Some(ranges.clone())
     }
 
     pub(crate) fn add_copied(&self, bytes: u64) {

@@ -7,6 +7,7 @@ use oxstor_bdev::{uring, IoStatus, IoType};
 use oxstor_raid::persist;
 use oxstor_raid::rpc;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -721,8 +722,10 @@ fn whole(name: &str, blocks: u64) -> Vec<u8> {
 
 /// Replaces slot 1 of `raid` with a slow new member and rebuilds it while two threads (one
 /// per core) write to disjoint 24 KiB units (not aligned to the windows, so some straddle
-/// two). Returns the new member's name, the array image, the writes made while the rebuild
-/// ran, and how long the rebuild took.
+/// two). The writers pause 3 ms after every 4 writes: the rebuild runs its full queue depth
+/// only when no user I/O came for a millisecond, so deep spans start in the lulls and meet
+/// the writes that follow. Returns the new member's name, the array image, the writes made
+/// while the rebuild ran, and how long the rebuild took.
 fn rebuild_under_writes(
     raid: &str,
     old: &str,
@@ -731,7 +734,6 @@ fn rebuild_under_writes(
     members: u64,
     mut image: Vec<u8>,
 ) -> (String, Vec<u8>, u64, Duration) {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let entry = registry::lookup(raid).unwrap();
     let blocks = entry.bdev.geometry().num_blocks;
     rpc::remove_base_bdev(serde_json::from_value(json!({"name": old})).unwrap()).unwrap();
@@ -755,6 +757,9 @@ fn rebuild_under_writes(
                     writes.fetch_add(1, Ordering::Relaxed);
                     done.push((off, data));
                     i += 2;
+                    if i % 8 == core {
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
                 }
                 done
             })
@@ -842,14 +847,10 @@ fn deep_rebuild_under_writes_leaves_identical_copies() {
         "raid1 copies differ"
     );
     check_array("bqr1", &image);
-    // The same rebuild one window at a time: the 1 ms writes no longer overlap.
+    // The same rebuild one window at a time throughout.
     set_rebuild_options(16, 1);
     let (slow1, image, _, took_qd1) = rebuild_under_writes("bqr1", &slow, "bqa3", MEMBER, 2, image);
     eprintln!("raid1 rebuild at queue depth 1 took {took_qd1:?}");
-    assert!(
-        took_qd8 * 2 < took_qd1,
-        "8 windows in flight ({took_qd8:?}) beat 1 ({took_qd1:?})"
-    );
     assert!(
         whole("bqa0", MEMBER) == whole("bqa3", MEMBER),
         "raid1 copies differ"
@@ -901,6 +902,362 @@ fn deep_rebuild_under_writes_leaves_identical_copies() {
     rpc::delete(serde_json::from_value(json!({"name": "bqr10"})).unwrap()).unwrap();
     oxstor_bdev::delay::delete(&slow).unwrap();
     for m in ["bqb0", "bqb1", "bqb2", "bqb3", "bqb4"] {
+        oxstor_bdev::malloc::delete(m).unwrap();
+    }
+    set_rebuild_options(oxstor_raid::rebuild::DEFAULT_WINDOW_KB, 4);
+}
+
+/// While set, the log line `begin_rebuild` writes between taking a returning member's delta
+/// and putting the member back in service (`... returns: copying N region(s)`) sleeps, as if
+/// the scheduler had preempted the control thread right there.
+static PREEMPT_READD: AtomicBool = AtomicBool::new(false);
+/// How many times that line slept.
+static PREEMPTED_READDS: AtomicU64 = AtomicU64::new(0);
+
+/// The test binary's tracing subscriber: nothing but the [`PREEMPT_READD`] hook.
+struct PreemptedReadd;
+
+impl tracing::Subscriber for PreemptedReadd {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_event() && meta.target().starts_with("oxstor_raid")
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Delta(bool);
+        impl tracing::field::Visit for Delta {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0 |= f.name() == "message" && format!("{v:?}").contains("returns: copying");
+            }
+        }
+        if !PREEMPT_READD.load(Ordering::Acquire) {
+            return;
+        }
+        let mut delta = Delta(false);
+        event.record(&mut delta);
+        if delta.0 {
+            PREEMPTED_READDS.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn install_preempted_readd() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        tracing::subscriber::set_global_default(PreemptedReadd)
+            .expect("no other subscriber in this test binary");
+    });
+}
+
+/// Writes racing the re-add of a returning raid1 member. A write that begins after the
+/// rebuild took the member's delta, but fans out before the member turns REBUILDING, skips
+/// the member and is in no delta; the window is the control thread's to lose, so it is
+/// widened here as a preemption would ([`PreemptedReadd`]). Every write lands in a region
+/// nothing wrote before, so only the bitmap's dirty set, read once the member is
+/// REBUILDING, can send such a write's region to the member: after each re-add, both copies
+/// of every region written must agree.
+#[test]
+fn writes_racing_a_readd_reach_the_returning_member() {
+    let _s = serial();
+    rt();
+    install_preempted_readd();
+    let preempted_before = PREEMPTED_READDS.load(Ordering::Relaxed);
+    // One region per write (4 KiB), so that each write marks a region of its own.
+    const REGION: u64 = 8;
+    const ROUNDS: u64 = 6;
+    oxstor_raid::intent::set_chunk_bytes(REGION * 512);
+    oxstor_raid::intent::set_sweep_period(Duration::from_secs(600));
+    for n in ["bmw0", "bmw1"] {
+        malloc(n, 65536);
+    }
+    create_raid1(
+        "bmr4",
+        ["bmw0", "bmw1"],
+        "92345678-9abc-4def-8123-456789abcdef",
+    );
+    let raid = registry::lookup("bmr4").unwrap();
+    let regions = raid.bdev.geometry().num_blocks / REGION;
+    assert_eq!(raid_info("bmr4")["bitmap"]["chunk_blocks"], REGION);
+    let copies_agree = |first: u64, end: u64| {
+        let (m0, m1) = (
+            registry::lookup("bmw0").unwrap(),
+            registry::lookup("bmw1").unwrap(),
+        );
+        let mut pos = first * REGION;
+        while pos < end * REGION {
+            let n = 2048.min(end * REGION - pos);
+            let a = io(&m0, IoType::Read, DATA_OFFSET + pos, n, None);
+            let b = io(&m1, IoType::Read, DATA_OFFSET + pos, n, None);
+            if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+                return Err(pos + i as u64 / 512);
+            }
+            pos += n;
+        }
+        Ok(())
+    };
+    let mut next_region = 0;
+    for round in 0..ROUNDS {
+        rpc::remove_base_bdev(serde_json::from_value(json!({"name": "bmw1"})).unwrap()).unwrap();
+        // The member misses one write while it is away: the delta is not empty.
+        io(
+            &raid,
+            IoType::Write,
+            next_region * REGION,
+            REGION,
+            Some(pattern(REGION as usize * 512, round as u8)),
+        );
+        let first = next_region + 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u64)
+            .map(|core| {
+                let (raid, stop) = (raid.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut region = first + core;
+                    while !stop.load(Ordering::Acquire) && region < regions {
+                        let data = pattern(REGION as usize * 512, region as u8);
+                        io_on(core as usize, &raid, region * REGION, data);
+                        region += 2;
+                    }
+                    region
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(2));
+        PREEMPT_READD.store(true, Ordering::Release);
+        let added = rpc::add_base_bdev(
+            serde_json::from_value(json!({"raid_bdev": "bmr4", "base_bdev": "bmw1"})).unwrap(),
+        );
+        PREEMPT_READD.store(false, Ordering::Release);
+        added.unwrap();
+        wait_for("the rebuild", || {
+            let info = raid_info("bmr4");
+            info["num_base_bdevs_operational"] == 2 && info.get("process").is_none()
+        });
+        // Writes that began after the member was back in service reached it directly.
+        std::thread::sleep(Duration::from_millis(2));
+        stop.store(true, Ordering::Release);
+        let end = writers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .max()
+            .unwrap_or(first);
+        let info = raid_info("bmr4");
+        assert_eq!(info["last_rebuild"]["full"], false, "{info:#}");
+        assert!(
+            end > first + 2,
+            "round {round}: writes ran during the re-add"
+        );
+        if let Err(block) = copies_agree(next_region, end) {
+            panic!(
+                "round {round}: array block {block} differs between the copies ({} regions \
+                 written around the re-add)",
+                end - first
+            );
+        }
+        next_region = end;
+        assert!(next_region < regions, "the rounds fit the array");
+    }
+    assert_eq!(
+        PREEMPTED_READDS.load(Ordering::Relaxed) - preempted_before,
+        ROUNDS,
+        "every re-add was held between its delta and the member's return"
+    );
+    assert_eq!(
+        member_data("bmw0"),
+        member_data("bmw1"),
+        "members identical"
+    );
+
+    drop(raid);
+    rpc::delete(serde_json::from_value(json!({"name": "bmr4", "clear_sb": true})).unwrap())
+        .unwrap();
+    for n in ["bmw0", "bmw1"] {
+        oxstor_bdev::malloc::delete(n).unwrap();
+    }
+    oxstor_raid::intent::set_chunk_bytes(CHUNK_BYTES);
+}
+
+/// Reads of 4 KiB at random offsets on the reactor it was started on, 4 in flight, each
+/// completion submitting the next until `stop`: a load that no thread scheduling pauses.
+struct ReactorReads {
+    me: std::rc::Weak<ReactorReads>,
+    channel: std::rc::Rc<oxstor_bdev::IoChannel>,
+    blocks: u64,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    inflight: Arc<AtomicU64>,
+}
+
+impl ReactorReads {
+    const DEPTH: u64 = 4;
+
+    /// Starts the load on reactor `core`; it runs until `stop` and its reads have all come
+    /// back (`inflight` is 0).
+    fn start(core: usize, entry: &Arc<BdevEntry>, stop: &Arc<AtomicBool>) -> ReactorReadsStats {
+        let stats = ReactorReadsStats {
+            done: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicU64::new(0)),
+            inflight: Arc::new(AtomicU64::new(Self::DEPTH)),
+        };
+        let (entry, stop, s) = (entry.clone(), stop.clone(), stats.clone());
+        rt().send(core, move || {
+            let Ok(channel) = entry.channel() else {
+                s.failed.fetch_add(1, Ordering::Relaxed);
+                s.inflight.store(0, Ordering::Release);
+                return;
+            };
+            let load = std::rc::Rc::new_cyclic(|me| ReactorReads {
+                me: me.clone(),
+                channel,
+                blocks: entry.bdev.geometry().num_blocks,
+                stop,
+                done: s.done,
+                failed: s.failed,
+                inflight: s.inflight,
+            });
+            for i in 0..Self::DEPTH {
+                let buf = oxstor_reactor::DmaBuf::zeroed(4096).expect("a 4 KiB DMA buffer");
+                let io =
+                    oxstor_bdev::BdevIo::new(IoType::Read, i * 8, 8, oxstor_bdev::IoBuf::Dma(buf));
+                load.channel.submit(io, load.clone(), 0);
+            }
+        });
+        stats
+    }
+}
+
+impl oxstor_bdev::IoDone for ReactorReads {
+    fn io_done(&self, mut io: Box<oxstor_bdev::BdevIo>, _tag: u64) {
+        let counter = if io.status == IoStatus::Success {
+            &self.done
+        } else {
+            &self.failed
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let Some(me) = self.me.upgrade() else { return };
+        if self.stop.load(Ordering::Acquire) {
+            self.inflight.fetch_sub(1, Ordering::Release);
+            return;
+        }
+        let next = (n.wrapping_mul(7919) % (self.blocks / 8)) * 8;
+        io.reset(IoType::Read, next, 8);
+        self.channel.submit(io, me, 0);
+    }
+}
+
+#[derive(Clone)]
+struct ReactorReadsStats {
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    inflight: Arc<AtomicU64>,
+}
+
+/// A mirror rebuild keeps `process_queue_depth` windows in flight only while the array is
+/// otherwise idle; while users read it copies one window at a time (md's resync rule). The
+/// new member takes 1 ms per write, so the rebuild's duration tells how many windows it
+/// had in flight.
+#[test]
+fn mirror_rebuild_backs_off_while_users_do_io() {
+    let _s = serial();
+    rt();
+    const MEMBER: u64 = 8192; // 4 MiB: 256 windows of 16 KiB
+    set_rebuild_options(16, 8);
+    for m in ["bpa0", "bpa1"] {
+        malloc(m, MEMBER);
+    }
+    rpc::create(
+        serde_json::from_value(json!({
+            "name": "bpr1", "raid_level": "raid1", "base_bdevs": ["bpa0", "bpa1"]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let raid = registry::lookup("bpr1").unwrap();
+    let image = fill_array("bpr1", 70);
+    // Replaces slot 1's member `old` with a new slow one; with readers on both reactors if
+    // `busy`. Returns the new member, how long the rebuild took, and the reads meanwhile.
+    let rebuild = |old: &str, new: &str, busy: bool| -> (String, Duration, u64) {
+        rpc::remove_base_bdev(serde_json::from_value(json!({"name": old})).unwrap()).unwrap();
+        let slow = slow_member(new, MEMBER);
+        let stop = Arc::new(AtomicBool::new(false));
+        let loads: Vec<ReactorReadsStats> = if busy {
+            (0..2)
+                .map(|core| ReactorReads::start(core, &raid, &stop))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let reads = || -> u64 { loads.iter().map(|l| l.done.load(Ordering::Relaxed)).sum() };
+        if busy {
+            wait_for("the readers", || reads() > 100);
+        }
+        let (t0, reads0) = (std::time::Instant::now(), reads());
+        rpc::add_base_bdev(
+            serde_json::from_value(json!({"raid_bdev": "bpr1", "base_bdev": slow})).unwrap(),
+        )
+        .unwrap();
+        wait_for("the rebuild", || {
+            let info = raid_info("bpr1");
+            info["num_base_bdevs_operational"] == 2 && info.get("process").is_none()
+        });
+        let (took, during) = (t0.elapsed(), reads() - reads0);
+        stop.store(true, Ordering::Release);
+        wait_for("the readers to stop", || {
+            loads
+                .iter()
+                .all(|l| l.inflight.load(Ordering::Acquire) == 0)
+        });
+        for l in &loads {
+            assert_eq!(l.failed.load(Ordering::Relaxed), 0, "user reads failed");
+        }
+        assert_eq!(
+            raid_info("bpr1")["base_bdevs_list"][1]["state"],
+            "online",
+            "{new} rebuilt"
+        );
+        (slow, took, during)
+    };
+    let (slow8, idle8, _) = rebuild("bpa1", "bpa2", false);
+    set_rebuild_options(16, 1);
+    let (slow1, idle1, _) = rebuild(&slow8, "bpa3", false);
+    set_rebuild_options(16, 8);
+    let (slow_busy, busy8, reads) = rebuild(&slow1, "bpa4", true);
+    eprintln!(
+        "raid1 rebuild: idle at queue depth 8 {idle8:?}, idle at 1 {idle1:?}, \
+         at 8 with {reads} user reads meanwhile {busy8:?}"
+    );
+    assert!(
+        idle8 * 2 < idle1,
+        "idle, 8 windows in flight ({idle8:?}) beat 1 ({idle1:?})"
+    );
+    assert!(
+        reads > 1000,
+        "users read during the rebuild ({reads} reads)"
+    );
+    assert!(
+        busy8 * 2 > idle1,
+        "with users reading, the rebuild ({busy8:?}) went one window at a time, as at \
+         queue depth 1 ({idle1:?}), not as when idle ({idle8:?})"
+    );
+    assert!(
+        whole("bpa0", MEMBER) == whole("bpa4", MEMBER),
+        "raid1 copies differ"
+    );
+    check_array("bpr1", &image);
+
+    drop(raid);
+    rpc::delete(serde_json::from_value(json!({"name": "bpr1"})).unwrap()).unwrap();
+    for d in [slow8, slow1, slow_busy] {
+        oxstor_bdev::delay::delete(&d).unwrap();
+    }
+    for m in ["bpa0", "bpa1", "bpa2", "bpa3", "bpa4"] {
         oxstor_bdev::malloc::delete(m).unwrap();
     }
     set_rebuild_options(oxstor_raid::rebuild::DEFAULT_WINDOW_KB, 4);

@@ -18,6 +18,11 @@ pub struct ConfigSection {
 }
 
 pub const SECTIONS: &[ConfigSection] = &[
+    // Global options first, as SPDK writes them: they apply to what is created after.
+    ConfigSection {
+        subsystem: "bdev",
+        calls: raid_options,
+    },
     ConfigSection {
         subsystem: "bdev",
         calls: bdev_calls,
@@ -41,6 +46,22 @@ fn bdev_calls() -> Vec<Value> {
         .filter_map(|e| e.bdev.config_call())
         .map(|c| json!({ "method": c.method, "params": c.params }))
         .collect()
+}
+
+/// `bdev_raid_set_options` when the RAID options differ from their defaults (SPDK always
+/// writes it; a default config stays as short as before).
+fn raid_options() -> Vec<Value> {
+    use oxstor_raid::rebuild;
+    let current = rebuild::options();
+    let defaults = json!({
+        "process_window_size_kb": rebuild::DEFAULT_WINDOW_KB,
+        "process_max_bandwidth_mb_sec": 0,
+        "process_queue_depth": rebuild::MAX_WINDOWS_IN_FLIGHT,
+    });
+    if current == defaults {
+        return Vec::new();
+    }
+    vec![json!({ "method": "bdev_raid_set_options", "params": current })]
 }
 
 fn bdev_examine_barrier() -> Vec<Value> {

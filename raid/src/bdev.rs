@@ -1258,6 +1258,7 @@ impl RaidShared {
         // reach it once the rebuild has passed their stripe).
         self.refresh_channels();
         self.rebuild_done.store(0, Ordering::Relaxed);
+        let resume = crate::persist::rebuild_begins(self, slot, base);
         if let Some(i) = self.intent() {
             let delta = i.prepare_rebuild(slot, base, self.level.delta_rebuild());
             if let Some(regions) = delta {
@@ -1271,9 +1272,11 @@ impl RaidShared {
         tracing::info!("raid {}: rebuilding member {base} (slot {slot})", self.name);
         let me = self.clone();
         if self.level.parity_members() > 0 {
-            rt.send(0, move || crate::rebuild::ParityRebuild::start(me, slot));
+            rt.send(0, move || {
+                crate::rebuild::ParityRebuild::start(me, slot, resume)
+            });
         } else {
-            rt.send(0, move || Rebuild::start(me, slot));
+            rt.send(0, move || Rebuild::start(me, slot, resume));
         }
     }
 
@@ -2152,6 +2155,7 @@ struct Rebuild {
     ios: RefCell<Vec<Option<Box<BdevIo>>>>,
     window_blocks: u64,
     throttle: crate::rebuild::Throttle,
+    checkpoints: crate::persist::CheckpointPacer,
 }
 
 /// One window of a rebuild span: `len` blocks from `src` at `src_off` to the target at
@@ -2223,7 +2227,7 @@ impl Layout {
 }
 
 impl Rebuild {
-    fn start(shared: Arc<RaidShared>, target: usize) {
+    fn start(shared: Arc<RaidShared>, target: usize, resume: Option<crate::persist::Resume>) {
         let Some(layout) = shared.layout() else {
             return;
         };
@@ -2238,15 +2242,33 @@ impl Rebuild {
         let window_blocks = (crate::rebuild::window_bytes().min(REBUILD_WINDOW_BYTES)
             / layout.block_size as u64)
             .max(1);
+        let total = layout.data_blocks[target];
         // The bitmap's regions are array blocks; raid1 members hold them at the same offsets.
-        let delta = shared
-            .intent()
-            .and_then(|i| i.rebuild_ranges(target))
-            .map(|array_ranges| match layout.level {
-                RaidLevel::Raid10 => layout.raid10_member_ranges(target, &array_ranges),
-                _ => merge_ranges(array_ranges),
-            });
-        crate::rebuild::stats_begin(shared.id, layout.block_size, 0);
+        let member_ranges = |array_ranges: Vec<BlockRange>| match layout.level {
+            RaidLevel::Raid10 => layout.raid10_member_ranges(target, &array_ranges),
+            _ => merge_ranges(array_ranges),
+        };
+        let delta = match resume {
+            // Below the checkpoint only what was in flight at an unclean shutdown.
+            Some(r) => {
+                let from = r.from.min(total);
+                let mut ranges = member_ranges(r.redo);
+                ranges.retain(|m| m.start < from);
+                ranges.iter_mut().for_each(|m| m.end = m.end.min(from));
+                ranges.push(from..total);
+                Some(merge_ranges(ranges))
+            }
+            None => shared
+                .intent()
+                .and_then(|i| i.rebuild_ranges(target))
+                .map(member_ranges),
+        };
+        // Below the first stretch to copy the target is current already.
+        let first = delta
+            .as_ref()
+            .map_or(0, |d| d.first().map_or(total, |r| r.start));
+        shared.rebuild_done.store(first, Ordering::Relaxed);
+        crate::rebuild::stats_begin(shared.id, layout.block_size, first);
         let Some(buf) = DmaBuf::alloc((window_blocks * layout.block_size as u64) as usize) else {
             tracing::error!("raid {}: no DMA buffer for the rebuild", shared.name);
             return finish(&shared, target, false);
@@ -2258,7 +2280,7 @@ impl Rebuild {
             target,
             chans,
             delta,
-            pos: Cell::new(0),
+            pos: Cell::new(first),
             windows: RefCell::new(Vec::new()),
             span_end: Cell::new(0),
             pending: Cell::new(0),
@@ -2266,6 +2288,7 @@ impl Rebuild {
             ios: RefCell::new(vec![Some(BdevIo::new(IoType::Read, 0, 0, IoBuf::Dma(buf)))]),
             window_blocks,
             throttle: Default::default(),
+            checkpoints: crate::persist::CheckpointPacer::new(first, total),
         });
         rb.step();
     }
@@ -2539,6 +2562,7 @@ impl Rebuild {
         self.pos.set(end);
         self.shared.rebuild_done.store(end, Ordering::Relaxed);
         crate::rebuild::stats_note(self.shared.id, end);
+        self.checkpoints.note(&self.shared, self.target, end);
         self.step();
     }
 

@@ -18,6 +18,14 @@
 //! until `bdev_raid_add_base_bdev` brings it back. Refusals are logged with their reason and
 //! can be queried with [`refusal`].
 //!
+//! While a rebuild runs, its target's superblock records how far it got (md's
+//! `recovery_offset`, in member blocks past the data offset), rewritten every few seconds
+//! and every 1/16 of the member at most ([`CheckpointPacer`]), after a flush of the target.
+//! Every write reaches a rebuilding member wherever the rebuild is, so the blocks below
+//! stay current. A member assembly finds rebuilding at the array's last events resumes
+//! there; after an unclean shutdown it also gets the bitmap's dirty regions below the
+//! checkpoint again, since the resync leaves a rebuilding member alone.
+//!
 //! Hot spares of a superblock array are entries of the member table too (after the slots,
 //! role spare), and each spare gets a superblock of its own naming it so. At assembly a
 //! spare of the array rejoins as a hot spare, never as an active member; one that appears
@@ -39,8 +47,9 @@ use crate::superblock::{
 };
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{BdevError, Geometry, IoType};
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -85,6 +94,21 @@ pub struct ArrayPersist {
     loaded_bitmap: Mutex<Option<WriteIntent>>,
     /// What the resync after an unclean shutdown copied.
     last_resync: Mutex<Option<Copied>>,
+    /// The running rebuild's last checkpoint: (slot, member blocks current below).
+    checkpoint: Mutex<Option<(usize, u64)>>,
+    /// Set at assembly for a member whose rebuild was interrupted, taken when it rejoins.
+    resume: Mutex<Option<Resume>>,
+}
+
+/// Where an interrupted rebuild picks up again (md's `recovery_offset`).
+pub(crate) struct Resume {
+    slot: usize,
+    base: String,
+    /// Member blocks below this were current when the array went down.
+    pub from: u64,
+    /// Array blocks of the bitmap regions dirty after an unclean shutdown: writes in flight
+    /// there may have missed the member below `from` too (resync never touches it).
+    pub redo: Vec<std::ops::Range<u64>>,
 }
 
 struct Meta {
@@ -119,6 +143,8 @@ impl ArrayPersist {
             intent: OnceLock::new(),
             loaded_bitmap: Mutex::new(None),
             last_resync: Mutex::new(None),
+            checkpoint: Mutex::new(None),
+            resume: Mutex::new(None),
         }
     }
 
@@ -494,8 +520,8 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
         let mut sb = base.clone();
         sb.own_entry = own_entry as u32;
         if snap.rebuild_target == Some(own_entry) {
-            // Its data is not current yet: after a restart it must be rebuilt again.
-            sb.recovery_offset = 0;
+            let size = snap.data_blocks.get(own_entry).copied().unwrap_or(0);
+            sb.recovery_offset = durable_checkpoint(p, entry, own_entry, size);
         }
         let mut bytes = [0u8; SUPERBLOCK_LEN];
         let result = sb
@@ -518,6 +544,99 @@ fn write_all(shared: &RaidShared, clean: bool) -> Result<(), String> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What the superblock of rebuild target `slot` may claim is current on it: the rebuild's
+/// last checkpoint once a flush made the copied blocks durable; 0 (rebuild it all) otherwise.
+fn durable_checkpoint(p: &ArrayPersist, target: &Arc<BdevEntry>, slot: usize, size: u64) -> u64 {
+    let claimed = match *lock(&p.checkpoint) {
+        Some((s, done)) if s == slot => done.min(size),
+        _ => return 0,
+    };
+    // Claimed before the flush: every block below it was written before the flush began.
+    // Without the flush a volatile cache could lose copied blocks the checkpoint vouches for.
+    if claimed > 0 && target.bdev.io_type_supported(IoType::Flush) {
+        let flushed = oxstor_bdev::blocking::io(0, target, IoType::Flush, 0, 0, None, IO_TIMEOUT);
+        if !matches!(flushed, Ok((status, _)) if status.is_success()) {
+            tracing::warn!(
+                "raid: flush of rebuild target {} failed: no checkpoint recorded",
+                target.name()
+            );
+            return 0;
+        }
+    }
+    claimed
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Test hook: the least time between two rebuild checkpoints (default 5 s).
+static CHECKPOINT_MS: AtomicU64 = AtomicU64::new(5000);
+
+/// For tests: how long a rebuild runs at least between two checkpoints.
+pub fn set_checkpoint_period(period: Duration) {
+    CHECKPOINT_MS.store(period.as_millis().max(1) as u64, Ordering::Relaxed);
+}
+
+/// Paces a running rebuild's checkpoints, as md does with `recovery_offset`: one each time
+/// both [`set_checkpoint_period`] has passed and another 1/16 of the member is rebuilt, so
+/// superblock writes stay rare on large members and on slow rebuilds alike. Lives on the
+/// rebuild's reactor: no locks until a checkpoint is due.
+pub(crate) struct CheckpointPacer {
+    last_ns: Cell<u64>,
+    last_done: Cell<u64>,
+    step: u64,
+}
+
+impl CheckpointPacer {
+    /// For a rebuild of a member of `total` blocks that starts with `from` current.
+    pub(crate) fn new(from: u64, total: u64) -> CheckpointPacer {
+        CheckpointPacer {
+            last_ns: Cell::new(oxstor_reactor::clock::now_ns()),
+            last_done: Cell::new(from),
+            step: (total / 16).max(1),
+        }
+    }
+
+    /// The rebuild of `slot` has member blocks `0..done` current (and kept current by every
+    /// write): record that in the superblocks if a checkpoint is due. Called on a reactor.
+    pub(crate) fn note(&self, shared: &RaidShared, slot: usize, done: u64) {
+        let Some(p) = shared.persist() else { return };
+        if done < self.last_done.get().saturating_add(self.step) {
+            return;
+        }
+        let now = oxstor_reactor::clock::now_ns();
+        let period_ns = CHECKPOINT_MS
+            .load(Ordering::Relaxed)
+            .saturating_mul(1_000_000);
+        if now.saturating_sub(self.last_ns.get()) < period_ns {
+            return;
+        }
+        self.last_ns.set(now);
+        self.last_done.set(done);
+        *lock(&p.checkpoint) = Some((slot, done));
+        changed(shared);
+    }
+}
+
+/// A rebuild of `slot` by `base` begins (control path): forgets the previous rebuild's
+/// checkpoint and returns where this one resumes, if `base` is the member assembly found
+/// with an interrupted rebuild of that slot.
+pub(crate) fn rebuild_begins(shared: &RaidShared, slot: usize, base: &str) -> Option<Resume> {
+    let p = shared.persist()?;
+    let resume = lock(&p.resume)
+        .take()
+        .filter(|r| r.slot == slot && r.base == base);
+    // Before the slot turns REBUILDING, so no superblock of this rebuild claims what the
+    // previous one copied. A clean restart left nothing in flight: the old checkpoint
+    // still holds until this rebuild records a newer one.
+    *lock(&p.checkpoint) = resume
+        .as_ref()
+        .filter(|r| r.redo.is_empty())
+        .map(|r| (slot, r.from));
+    resume
 }
 
 /// The array's state changed (maybe on a reactor): rewrite its superblocks. On a reactor
@@ -613,7 +732,8 @@ fn may_return(truth: &Superblock, slot: u32) -> bool {
 }
 
 /// md's re-add of a stale member: back into its slot and rebuilt, only where it missed
-/// writes when the bitmap allows (an unfinished rebuild starts over).
+/// writes when the bitmap allows (an unfinished rebuild resumes from its checkpoint when
+/// assembly left a [`Resume`] for it, and starts over otherwise).
 fn readd_stale(raid: &Arc<RaidShared>, name: &str) -> Result<(), String> {
     note_returning(raid, name);
     raid.add_member(name, false)
@@ -911,6 +1031,20 @@ fn assemble_group(
     let cap = slots.iter().map(|m| m.data_size_blocks).min().unwrap_or(0);
     let missing = base_bdevs.iter().any(String::is_empty);
     let (loaded_bitmap, last_resync) = assembly_bitmap(truth, level, &base_bdevs, data_offset);
+    let resume =
+        assembly
+            .classes
+            .iter()
+            .zip(group)
+            .find_map(|(class, (_, name, _))| match *class {
+                MemberClass::Rebuilding {
+                    slot,
+                    recovery_offset,
+                } if returning.contains(name) => {
+                    resume_point(truth, loaded_bitmap.as_ref(), slot, name, recovery_offset)
+                }
+                _ => None,
+            });
     let persist = Arc::new(ArrayPersist {
         data_offset_bytes: data_offset.saturating_mul(u64::from(bs)),
         member_cap: Some(cap),
@@ -926,6 +1060,8 @@ fn assemble_group(
         intent: OnceLock::new(),
         loaded_bitmap: Mutex::new(loaded_bitmap),
         last_resync: Mutex::new(last_resync),
+        checkpoint: Mutex::new(None),
+        resume: Mutex::new(None),
     });
     let spec = ArraySpec {
         name: truth.name.clone(),
@@ -988,12 +1124,16 @@ fn assemble_group(
     // Members that missed updates come back first, into their own slots (only what they
     // missed is copied when the bitmap knows it); then spares, which may take a slot that
     // is still missing.
+    *lock(&persist.resume) = resume;
     for name in &returning {
         if let Err(reason) = readd_stale(&raid, name) {
             refuse(ex, name, reason.clone(), false);
             persist.meta().stale.push((name.clone(), reason));
         }
     }
+    // Its rebuild took it when the member rejoined; if it could not rejoin, a member added
+    // later must not inherit a checkpoint that vouches for another device.
+    lock(&persist.resume).take();
     for &index in &spares {
         let (id, name, sb) = &group[index];
         match adopt_spare(&raid, name, *id, sb) {
@@ -1007,6 +1147,38 @@ fn assemble_group(
         tracing::warn!("raid {}: superblock update after assembly: {e}", truth.name);
     }
     Some(group.iter().map(|(id, _, _)| *id).collect())
+}
+
+/// Where the interrupted rebuild of `slot` by `name` may resume, from its superblock's
+/// `recovery_offset`. After an unclean shutdown the regions the bitmap holds dirty are
+/// copied again below it too; without a bitmap nothing tells which those are, so the
+/// rebuild starts over.
+fn resume_point(
+    truth: &Superblock,
+    bitmap: Option<&WriteIntent>,
+    slot: u32,
+    name: &str,
+    recovery_offset: u64,
+) -> Option<Resume> {
+    if recovery_offset == 0 || recovery_offset == OFFSET_DONE {
+        return None;
+    }
+    let redo = match bitmap {
+        _ if truth.clean => Vec::new(),
+        Some(wi) => wi.dirty_regions().map(|r| wi.region_blocks(r)).collect(),
+        None => return None,
+    };
+    tracing::info!(
+        "raid {}: {name} resumes its rebuild at member block {recovery_offset} ({} dirty region(s) to redo below)",
+        truth.name,
+        redo.len()
+    );
+    Some(Resume {
+        slot: slot as usize,
+        base: name.to_string(),
+        from: recovery_offset,
+        redo,
+    })
 }
 
 /// Loads the bitmap of an array being assembled and, after an unclean shutdown of a raid1

@@ -284,6 +284,7 @@ pub(crate) struct ParityRebuild {
     /// reused by later chunks: a fresh one would be a new mapping, and page faults, each
     /// time.
     spare: RefCell<Vec<DmaBuf>>,
+    checkpoints: crate::persist::CheckpointPacer,
 }
 
 const TAG_WRITE: u64 = 1 << 8;
@@ -322,9 +323,41 @@ fn stripes_to_rebuild(shared: &RaidShared, sh: &StripeShared, target: usize) -> 
     merged
 }
 
+/// The stripes an interrupted rebuild still needs: from its checkpoint (member blocks; a
+/// stripe holds one strip of each member) to the end, and below it the stripes under the
+/// array ranges `redo` (see [`crate::persist::Resume`]).
+fn resumed_stripes(sh: &StripeShared, resume: crate::persist::Resume) -> Vec<Range<u64>> {
+    let total = sh.layout.stripe_count();
+    let per = sh.layout.stripe_data_blocks().max(1);
+    // A checkpoint inside a stripe leaves that stripe to do.
+    let from = (resume.from / sh.layout.strip_blocks().max(1)).min(total);
+    let mut stripes: Vec<Range<u64>> = resume
+        .redo
+        .into_iter()
+        .filter(|r| r.start < r.end)
+        .map(|r| r.start / per..r.end.div_ceil(per).min(from))
+        .filter(|r| r.start < r.end)
+        .chain(std::iter::once(from..total))
+        .collect();
+    stripes.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(stripes.len());
+    for r in stripes {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged.retain(|r| r.start < r.end);
+    merged
+}
+
 impl ParityRebuild {
     /// Starts rebuilding member `target` of a raid5/raid6 array (on the first reactor).
-    pub(crate) fn start(shared: Arc<RaidShared>, target: usize) {
+    pub(crate) fn start(
+        shared: Arc<RaidShared>,
+        target: usize,
+        resume: Option<crate::persist::Resume>,
+    ) {
         let Some((sh, block_size, data_offset)) = shared.parity_geometry() else {
             return shared.finish_rebuild(target, false);
         };
@@ -332,7 +365,10 @@ impl ParityRebuild {
             return shared.finish_rebuild(target, false);
         }
         let total = sh.layout.stripe_count();
-        let todo = stripes_to_rebuild(&shared, &sh, target);
+        let todo = match resume {
+            Some(r) => resumed_stripes(&sh, r),
+            None => stripes_to_rebuild(&shared, &sh, target),
+        };
         // Every write reaches the target from the moment it turned REBUILDING (before this
         // runs), and the writes before that are in `todo`: elsewhere the target is current.
         let mut current_from = 0;
@@ -343,8 +379,10 @@ impl ParityRebuild {
             current_from = r.end;
         }
         let chans = shared.member_channels();
-        stats_begin(shared.id(), block_size, 0);
         let first = todo.first().map_or(total, |r| r.start);
+        let strip = sh.layout.strip_blocks();
+        stats_begin(shared.id(), block_size, first * strip);
+        let checkpoints = crate::persist::CheckpointPacer::new(first * strip, total * strip);
         let rb = Rc::new_cyclic(|me| ParityRebuild {
             me: me.clone(),
             shared,
@@ -362,6 +400,7 @@ impl ParityRebuild {
             timer: Cell::new(false),
             stopped: Cell::new(false),
             spare: RefCell::new(Vec::new()),
+            checkpoints,
         });
         let me = rb.clone();
         rb.poller.set(Some(oxstor_reactor::register_poller(
@@ -711,6 +750,7 @@ impl ParityRebuild {
         // Publish before unlocking: a read that takes a lock after this may use the target.
         self.shared.set_rebuild_done(done);
         stats_note(self.shared.id(), done);
+        self.checkpoints.note(&self.shared, self.target, done);
     }
 
     /// A chunk is written: retire every finished window at the front.

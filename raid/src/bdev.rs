@@ -2187,8 +2187,8 @@ fn rebuild_tag(window: usize, phase: u64) -> u64 {
     (window as u64) << 1 | phase
 }
 
-/// Sorts `ranges` and joins those that overlap or touch.
-fn merge_ranges(mut ranges: Vec<BlockRange>) -> Vec<BlockRange> {
+/// Sorts `ranges` and joins those that overlap or touch (empty ones dropped).
+pub(crate) fn merge_ranges(mut ranges: Vec<BlockRange>) -> Vec<BlockRange> {
     ranges.retain(|r| r.start < r.end);
     ranges.sort_by_key(|r| r.start);
     let mut out: Vec<BlockRange> = Vec::with_capacity(ranges.len());

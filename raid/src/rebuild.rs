@@ -307,20 +307,13 @@ fn stripes_to_rebuild(shared: &RaidShared, sh: &StripeShared, target: usize) -> 
     // that began after the delta was taken are not in it; their regions are dirty, and
     // nothing is cleared while the array is degraded.
     blocks.extend(intent.dirty_region_ranges().into_iter().map(|(_, r)| r));
-    let mut stripes: Vec<Range<u64>> = blocks
-        .into_iter()
-        .filter(|r| r.start < r.end && r.start < array_blocks)
-        .map(|r| r.start / per..r.end.div_ceil(per).min(total))
-        .collect();
-    stripes.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(stripes.len());
-    for r in stripes {
-        match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    merged
+    crate::bdev::merge_ranges(
+        blocks
+            .into_iter()
+            .filter(|r| r.start < r.end && r.start < array_blocks)
+            .map(|r| r.start / per..r.end.div_ceil(per).min(total))
+            .collect(),
+    )
 }
 
 /// The stripes an interrupted rebuild still needs: from its checkpoint (member blocks; a
@@ -331,24 +324,15 @@ fn resumed_stripes(sh: &StripeShared, resume: crate::persist::Resume) -> Vec<Ran
     let per = sh.layout.stripe_data_blocks().max(1);
     // A checkpoint inside a stripe leaves that stripe to do.
     let from = (resume.from / sh.layout.strip_blocks().max(1)).min(total);
-    let mut stripes: Vec<Range<u64>> = resume
-        .redo
-        .into_iter()
-        .filter(|r| r.start < r.end)
-        .map(|r| r.start / per..r.end.div_ceil(per).min(from))
-        .filter(|r| r.start < r.end)
-        .chain(std::iter::once(from..total))
-        .collect();
-    stripes.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::with_capacity(stripes.len());
-    for r in stripes {
-        match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    merged.retain(|r| r.start < r.end);
-    merged
+    crate::bdev::merge_ranges(
+        resume
+            .redo
+            .into_iter()
+            .filter(|r| r.start < r.end)
+            .map(|r| r.start / per..r.end.div_ceil(per).min(from))
+            .chain(std::iter::once(from..total))
+            .collect(),
+    )
 }
 
 impl ParityRebuild {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{free_port, Daemon};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -16,11 +16,6 @@ use std::process::{Command, Stdio};
 const NQN: &str = "nqn.2016-06.io.oxstor:cnode1";
 const DENIED_NQN: &str = "nqn.2016-06.io.oxstor:denied";
 const OTHER_HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 #[test]
 fn linux_kernel_initiator_discovers_connects_and_verifies() {

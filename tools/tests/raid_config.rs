@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Daemon, TempDir};
+use common::{free_port, Daemon, TempDir};
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{blocking, IoStatus, IoType};
 use oxstor_reactor::{CoreMask, Handle, PoolConfig, Runtime, RuntimeConfig};
@@ -23,11 +23,6 @@ const BS: u64 = 4096;
 const NQN5: &str = "nqn.2016-06.io.oxstor:raidcfg5";
 const NQN0: &str = "nqn.2016-06.io.oxstor:raidcfg0";
 const OPTIONS: &str = r#"{"process_window_size_kb": 256, "process_max_bandwidth_mb_sec": 50, "process_queue_depth": 2}"#;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 fn raid(d: &Daemon, name: &str) -> Value {
     let all = d.ok("bdev_raid_get_bdevs", json!({"category": "all"}));
@@ -53,22 +48,6 @@ fn identity(r: &Value) -> Value {
         "superblock": r["superblock"], "num_base_bdevs": r["num_base_bdevs"],
         "num_base_bdevs_operational": r["num_base_bdevs_operational"], "members": members,
     })
-}
-
-fn export(d: &Daemon, nqn: &str, serial: &str, bdev: &str, port: u16) {
-    d.ok(
-        "nvmf_create_subsystem",
-        json!({"nqn": nqn, "allow_any_host": true, "serial_number": serial}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": nqn, "namespace": {"bdev_name": bdev}}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4",
-               "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
-    );
 }
 
 /// A one-reactor runtime in this test process for the NVMe/TCP host bdev.
@@ -238,8 +217,8 @@ fn raid_arrays_and_options_round_trip_through_save_config_with_their_data() {
 
     let (port5, port0) = (free_port(), free_port());
     a.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
-    export(&a, NQN5, "OXRAIDCFG5", "R5", port5);
-    export(&a, NQN0, "OXRAIDCFG0", "R0", port0);
+    common::export_tcp(&a, NQN5, "OXRAIDCFG5", "R5", port5);
+    common::export_tcp(&a, NQN0, "OXRAIDCFG0", "R0", port0);
     {
         let (h5, h0) = (Host::attach(port5, NQN5), Host::attach(port0, NQN0));
         write_pattern(&h5, 5);

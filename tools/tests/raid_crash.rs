@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Daemon, TempDir};
+use common::{free_port, oxperf_bin, Daemon, TempDir};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,24 +22,6 @@ const NQN10: &str = "nqn.2016-06.io.oxstor:raidcrash10";
 const MEMBER_BYTES: u64 = 2 << 30;
 /// raid10 members: 4 x 1 GiB make a 2 GiB array, as many regions as the raid1's.
 const MEMBER10_BYTES: u64 = 1 << 30;
-
-fn oxperf_bin() -> PathBuf {
-    let p = PathBuf::from(common::OXSTOR).with_file_name("oxperf");
-    if !p.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "oxstor-perf", "--bin", "oxperf"])
-            .status()
-            .expect("build oxperf");
-        assert!(status.success(), "cargo build -p oxstor-perf failed");
-    }
-    assert!(p.exists(), "oxperf not found at {}", p.display());
-    p
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 fn uring_members(d: &Daemon, files: &[PathBuf]) {
     for (i, f) in files.iter().enumerate() {

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{Daemon, TempDir};
+use common::{free_port, oxperf_bin, Daemon, TempDir};
 use oxstor_raid::layout::{Layout, RaidLevel};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -29,24 +29,6 @@ const IO_SIZE: &str = "16k";
 const STRIP_KB: u64 = 64;
 /// The verify header oxperf writes at the start of every block (perf/src/verify.rs).
 const VERIFY_MAGIC: &[u8; 8] = b"OXPERFV1";
-
-fn oxperf_bin() -> PathBuf {
-    let p = PathBuf::from(common::OXSTOR).with_file_name("oxperf");
-    if !p.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "oxstor-perf", "--bin", "oxperf"])
-            .status()
-            .expect("build oxperf");
-        assert!(status.success(), "cargo build -p oxstor-perf failed");
-    }
-    assert!(p.exists(), "oxperf not found at {}", p.display());
-    p
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 /// One level's scenario: how many members, which fail and with what kind of I/O error.
 struct Scenario {

@@ -7,18 +7,13 @@
 
 mod common;
 
-use common::Daemon;
+use common::{free_port, Daemon};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 const NQN: &str = "nqn.2016-06.io.oxstor:raid5";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 fn raid(d: &Daemon) -> Value {
     let all = d.ok("bdev_raid_get_bdevs", json!({"category": "all"}));

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{Daemon, TempDir};
+use common::{oxperf_bin, Daemon, TempDir};
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{blocking, IoStatus, IoType};
 use oxstor_reactor::dma::PoolConfig;
@@ -553,19 +553,6 @@ impl Drop for Host {
 
 // ---------------------------------------------------------------------------------------
 // oxperf
-
-fn oxperf_bin() -> PathBuf {
-    let p = PathBuf::from(common::OXSTOR).with_file_name("oxperf");
-    if !p.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "oxstor-perf", "--bin", "oxperf"])
-            .status()
-            .expect("build oxperf");
-        assert!(status.success(), "cargo build -p oxstor-perf failed");
-    }
-    assert!(p.exists(), "oxperf not found at {}", p.display());
-    p
-}
 
 fn oxperf(c: &Cluster, i: usize, workload: &str, secs: u32) -> Value {
     let out = Command::new(oxperf_bin())

@@ -270,3 +270,42 @@ pub fn file_of_size(path: &Path, bytes: u64) {
     let f = std::fs::File::create(path).expect("create file");
     f.set_len(bytes).expect("size file");
 }
+
+/// The `oxperf` binary next to `oxstor`, built on first use (it is another package's binary,
+/// which cargo does not build for these tests).
+pub fn oxperf_bin() -> PathBuf {
+    let p = PathBuf::from(OXSTOR).with_file_name("oxperf");
+    if !p.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "oxstor-perf", "--bin", "oxperf"])
+            .status()
+            .expect("build oxperf");
+        assert!(status.success(), "cargo build -p oxstor-perf failed");
+    }
+    assert!(p.exists(), "oxperf not found at {}", p.display());
+    p
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Exports `bdev` as the only namespace of a new subsystem `nqn` on 127.0.0.1:`port` (the
+/// TCP transport must exist).
+pub fn export_tcp(d: &Daemon, nqn: &str, serial: &str, bdev: &str, port: u16) {
+    d.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": nqn, "allow_any_host": true, "serial_number": serial}),
+    );
+    d.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": nqn, "namespace": {"bdev_name": bdev}}),
+    );
+    d.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4",
+               "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
+    );
+}

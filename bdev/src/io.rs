@@ -10,8 +10,8 @@
 //! *forwards* the I/O ([`crate::IoChannel::forward`]) to a member, which records the member's
 //! statistics and original offset in the descriptor. When the frame that was on top at that
 //! moment pops, the offset is restored and the member's statistics counted with the same
-//! latency. That keeps a striped array within a few nanoseconds of its members, where a full
-//! layer would pay a frame, a dynamic completion call and a reference count on each I/O.
+//! latency. The array then pays no frame, completion call or reference count of its own per
+//! I/O.
 
 use crate::iobuf::IoBuf;
 use crate::iostat::IoStat;

@@ -838,3 +838,19 @@ fn raid5_rebuild_resumes_from_checkpoint_after_restart() {
         3,
     );
 }
+
+#[test]
+fn raid10_rebuild_resumes_from_checkpoint_after_restart() {
+    // Slot 1 (the partner of slot 0) is replaced by a new device.
+    rebuild_resumes_from_checkpoint(
+        "ckp10",
+        "raid10",
+        4,
+        |raid, names| {
+            rpc::remove_base_bdev(serde_json::from_value(json!({"name": names[1]})).unwrap())
+                .unwrap();
+            add_base(raid, &names[4], false);
+        },
+        4,
+    );
+}

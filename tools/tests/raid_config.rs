@@ -9,14 +9,13 @@
 
 mod common;
 
-use common::{free_port, Daemon, TempDir};
+use common::{free_port, host_runtime, Daemon, TempDir};
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{blocking, IoStatus, IoType};
-use oxstor_reactor::{CoreMask, Handle, PoolConfig, Runtime, RuntimeConfig};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BS: u64 = 4096;
@@ -48,25 +47,6 @@ fn identity(r: &Value) -> Value {
         "superblock": r["superblock"], "num_base_bdevs": r["num_base_bdevs"],
         "num_base_bdevs_operational": r["num_base_bdevs_operational"], "members": members,
     })
-}
-
-/// A one-reactor runtime in this test process for the NVMe/TCP host bdev.
-fn host_runtime() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0]).expect("core 0"),
-            pin: false,
-            pool: PoolConfig {
-                counts: [1024, 64, 64, 64, 64, 64],
-            },
-            ..Default::default()
-        })
-        .expect("start the test's reactor");
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap_or_else(|p| p.into_inner()).handle()
 }
 
 /// A controller attached to one exported array; detached on drop.

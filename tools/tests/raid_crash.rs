@@ -36,18 +36,7 @@ fn export(d: &Daemon, port: u16, nqn: &str, serial: &str, bdev: &str) {
     if nqn == NQN {
         d.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
     }
-    d.ok(
-        "nvmf_create_subsystem",
-        json!({"nqn": nqn, "allow_any_host": true, "serial_number": serial}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": nqn, "namespace": {"bdev_name": bdev}}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
-    );
+    common::export_tcp(d, nqn, serial, bdev, port);
 }
 
 fn export_both(d: &Daemon, port: u16, port10: u16) {

@@ -145,19 +145,7 @@ impl Drop for Load {
 
 fn export(d: &Daemon, raid: &str, nqn: &str, port: u16) {
     d.ok("nvmf_create_transport", json!({"trtype": "TCP"}));
-    d.ok(
-        "nvmf_create_subsystem",
-        json!({"nqn": nqn, "allow_any_host": true, "serial_number": "OXRAIDFAIL"}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_ns",
-        json!({"nqn": nqn, "namespace": {"bdev_name": raid}}),
-    );
-    d.ok(
-        "nvmf_subsystem_add_listener",
-        json!({"nqn": nqn, "listen_address": {"trtype": "tcp", "adrfam": "ipv4",
-            "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
-    );
+    common::export_tcp(d, nqn, "OXRAIDFAIL", raid, port);
 }
 
 /// A uring bdev over `file`, which is created (empty) unless it exists.

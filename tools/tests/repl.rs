@@ -20,11 +20,9 @@
 
 mod common;
 
-use common::{oxperf_bin, Daemon, TempDir};
+use common::{host_runtime, oxperf_bin, Daemon, TempDir};
 use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{blocking, IoStatus, IoType};
-use oxstor_reactor::dma::PoolConfig;
-use oxstor_reactor::{CoreMask, Handle, Runtime, RuntimeConfig};
 use oxstor_repl::wire::{self, Features, Header, Initial, Packet, HEADER_LEN};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -33,7 +31,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const OXADM: &str = env!("CARGO_BIN_EXE_oxadm");
@@ -465,25 +463,6 @@ impl Rng {
 
 // ---------------------------------------------------------------------------------------
 // In-process NVMe/TCP host
-
-/// A one-reactor runtime in this test process for the NVMe/TCP host bdev.
-fn host_runtime() -> Handle {
-    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
-    let rt = RT.get_or_init(|| {
-        let rt = Runtime::start(RuntimeConfig {
-            cores: CoreMask::from_cores(vec![0]).unwrap(),
-            pin: false,
-            pool: PoolConfig {
-                counts: [1024, 64, 64, 64, 64, 64],
-            },
-            ..Default::default()
-        })
-        .expect("start the test's reactor");
-        registry::set_runtime(Some(rt.handle()));
-        Mutex::new(rt)
-    });
-    rt.lock().unwrap_or_else(|p| p.into_inner()).handle()
-}
 
 /// A controller attached to one of the nodes' exports; detached on drop.
 struct Host {

@@ -309,3 +309,24 @@ pub fn export_tcp(d: &Daemon, nqn: &str, serial: &str, bdev: &str, port: u16) {
                "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
     );
 }
+
+/// A one-reactor runtime in this test process, for NVMe/TCP host bdevs that talk to a daemon.
+pub fn host_runtime() -> oxstor_reactor::Handle {
+    use oxstor_reactor::{CoreMask, PoolConfig, Runtime, RuntimeConfig};
+    use std::sync::{Mutex, OnceLock};
+    static RT: OnceLock<Mutex<Runtime>> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        let rt = Runtime::start(RuntimeConfig {
+            cores: CoreMask::from_cores(vec![0]).expect("core 0"),
+            pin: false,
+            pool: PoolConfig {
+                counts: [1024, 64, 64, 64, 64, 64],
+            },
+            ..Default::default()
+        })
+        .expect("start the test's reactor");
+        oxstor_bdev::registry::set_runtime(Some(rt.handle()));
+        Mutex::new(rt)
+    });
+    rt.lock().unwrap_or_else(|p| p.into_inner()).handle()
+}

@@ -42,7 +42,7 @@
 
 use crate::bdev::{self, ArraySpec, RaidLevel, RaidShared};
 use crate::superblock::{
-    assemble, group_by_array, MemberClass, MemberEntry, MemberState, Superblock,
+    assemble, group_by_array, MemberClass, MemberEntry, MemberState, Readiness, Superblock,
     DEFAULT_DATA_OFFSET_BYTES, NAME_LEN, OFFSET_DONE, SUPERBLOCK_LEN,
 };
 use oxstor_bdev::registry::{self, BdevEntry};
@@ -946,7 +946,15 @@ fn assemble_group(
         }
         return None;
     }
-    if !assembly.readiness.can_run() {
+    let forced = matches!(assembly.readiness, Readiness::DirtyDegraded { .. })
+        && crate::rebuild::start_dirty_degraded();
+    if forced {
+        tracing::warn!(
+            "raid {}: starting dirty and degraded (start_dirty_degraded): blocks of stripes \
+             torn by the crash may reconstruct wrong",
+            truth.name
+        );
+    } else if !assembly.readiness.can_run() {
         tracing::info!(
             "raid {}: found {} member(s), cannot start yet: {:?}",
             truth.name,
@@ -972,7 +980,8 @@ fn assemble_group(
         });
         assembly.slots[slot].is_none() && !known_gone && !stale_here
     });
-    if awaited {
+    // Forcing a dirty degraded start means not waiting for the member that is missing.
+    if awaited && !forced {
         tracing::info!(
             "raid {}: waiting for the rest of its members ({} found)",
             truth.name,

@@ -38,7 +38,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,7 @@ const RETRY: Duration = Duration::from_micros(20);
 
 static WINDOW_KB: AtomicU64 = AtomicU64::new(DEFAULT_WINDOW_KB);
 static MAX_BW_MB: AtomicU64 = AtomicU64::new(0);
+static START_DIRTY_DEGRADED: AtomicBool = AtomicBool::new(false);
 static QUEUE_DEPTH: AtomicU64 = AtomicU64::new(MAX_WINDOWS_IN_FLIGHT as u64);
 /// Upper bound of `process_queue_depth`.
 pub const MAX_QUEUE_DEPTH: u64 = 8;
@@ -74,6 +75,11 @@ pub struct BdevRaidSetOptionsParams {
     /// background process keeps queued next to user I/O.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_queue_depth: Option<u64>,
+    /// md's `start_dirty_degraded`: assemble a raid5/raid6 that shut down uncleanly *and* lacks
+    /// a member. Its parity may not match its data where writes were torn (the write hole), so
+    /// a reconstructed block there can be wrong; off by default, as in md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_dirty_degraded: Option<bool>,
 }
 
 /// `bdev_raid_set_options`: global, applies to running and future rebuilds.
@@ -91,6 +97,9 @@ pub fn set_options(p: BdevRaidSetOptionsParams) -> Result<(), BdevError> {
         }
         QUEUE_DEPTH.store(q, Ordering::Relaxed);
     }
+    if let Some(b) = p.start_dirty_degraded {
+        START_DIRTY_DEGRADED.store(b, Ordering::Relaxed);
+    }
     if let Some(w) = p.process_window_size_kb {
         WINDOW_KB.store(w, Ordering::Relaxed);
     }
@@ -106,7 +115,13 @@ pub fn options() -> Value {
         "process_window_size_kb": WINDOW_KB.load(Ordering::Relaxed),
         "process_max_bandwidth_mb_sec": MAX_BW_MB.load(Ordering::Relaxed),
         "process_queue_depth": QUEUE_DEPTH.load(Ordering::Relaxed),
+        "start_dirty_degraded": START_DIRTY_DEGRADED.load(Ordering::Relaxed),
     })
+}
+
+/// Whether a dirty, degraded parity array may be assembled (see the option).
+pub(crate) fn start_dirty_degraded() -> bool {
+    START_DIRTY_DEGRADED.load(Ordering::Relaxed)
 }
 
 /// The configured number of rebuild windows in flight.

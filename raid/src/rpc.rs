@@ -252,7 +252,14 @@ pub fn examine_all() {
 }
 
 /// `bdev_raid_set_options`: `process_window_size_kb`, `process_max_bandwidth_mb_sec`
-/// (0 = unlimited), and our `process_queue_depth` (windows in flight). Global; applies to running and future rebuilds.
+/// (0 = unlimited), our `process_queue_depth` (windows in flight) and md's
+/// `start_dirty_degraded` (assembles arrays waiting for it at once). Global; applies to running and future rebuilds.
 pub fn set_options(p: crate::rebuild::BdevRaidSetOptionsParams) -> Result<(), BdevError> {
-    crate::rebuild::set_options(p)
+    let force = p.start_dirty_degraded == Some(true);
+    crate::rebuild::set_options(p)?;
+    if force && !oxstor_reactor::is_reactor_thread() {
+        // Arrays that waited for it may start now.
+        persist::examine_all();
+    }
+    Ok(())
 }

@@ -685,6 +685,7 @@ fn set_rebuild_options(window_kb: u64, queue_depth: u64) {
         process_window_size_kb: Some(window_kb),
         process_max_bandwidth_mb_sec: Some(0),
         process_queue_depth: Some(queue_depth),
+        ..Default::default()
     })
     .unwrap();
 }

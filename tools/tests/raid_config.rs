@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 const BS: u64 = 4096;
 const NQN5: &str = "nqn.2016-06.io.oxstor:raidcfg5";
 const NQN0: &str = "nqn.2016-06.io.oxstor:raidcfg0";
-const OPTIONS: &str = r#"{"process_window_size_kb": 256, "process_max_bandwidth_mb_sec": 50, "process_queue_depth": 2}"#;
+const OPTIONS: &str = r#"{"process_window_size_kb": 256, "process_max_bandwidth_mb_sec": 50, "process_queue_depth": 2, "start_dirty_degraded": false}"#;
 
 fn raid(d: &Daemon, name: &str) -> Value {
     let all = d.ok("bdev_raid_get_bdevs", json!({"category": "all"}));

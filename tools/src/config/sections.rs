@@ -57,6 +57,7 @@ fn raid_options() -> Vec<Value> {
         "process_window_size_kb": rebuild::DEFAULT_WINDOW_KB,
         "process_max_bandwidth_mb_sec": 0,
         "process_queue_depth": rebuild::MAX_WINDOWS_IN_FLIGHT,
+        "start_dirty_degraded": false,
     });
     if current == defaults {
         return Vec::new();

@@ -91,6 +91,7 @@ impl Bdev for ReplBdev {
             home: home.map(|r| Rc::downgrade(&r)),
             here: here.unwrap_or(0),
             device: self.name.clone(),
+            passthrough: Rc::new(Passthrough),
         }))
     }
     /// Created by `oxadm up` (repl_attach), not by replaying a bdev call.
@@ -113,6 +114,7 @@ struct ReplChannel {
     home: Option<std::rc::Weak<crate::resource::Resource>>,
     here: usize,
     device: String,
+    passthrough: Rc<Passthrough>,
 }
 
 /// Hands a passthrough I/O's result back to the original descriptor.
@@ -132,8 +134,12 @@ impl BdevChannel for ReplChannel {
                 if self.shared.disk_state() != DiskState::UpToDate {
                     return complete_later(io, IoStatus::Failed(libc::EIO));
                 }
-                // Same descriptor down to the local disk; its frame brings it back here.
-                self.backing.submit(io, Rc::new(Passthrough), 0);
+                // Same descriptor, same offset, down to the local disk: forwarded, so it
+                // costs no frame of ours; behind another forward it needs one.
+                let offset = io.offset_blocks;
+                if let Err(io) = self.backing.forward(io, offset) {
+                    self.backing.submit(io, self.passthrough.clone(), 0);
+                }
             }
             IoType::Write => {
                 if !self.shared.is_primary() {

@@ -6,13 +6,13 @@ use oxstor_bdev::registry::{self, BdevEntry};
 use oxstor_bdev::{uring, IoStatus, IoType};
 use oxstor_raid::persist;
 use oxstor_raid::rpc;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::{rt, serial};
+use common::{mk_malloc, mk_uring, raid_info, rt, serial};
 
 fn io(entry: &Arc<BdevEntry>, t: IoType, off: u64, n: u64, data: Option<Vec<u8>>) -> Vec<u8> {
     rt();
@@ -34,26 +34,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 10) as u8)
         .collect()
-}
-
-fn mk_uring(name: &str, path: &std::path::Path) {
-    uring::create(
-        serde_json::from_value(
-            json!({"name": name, "filename": path.to_str().unwrap(), "block_size": 512}),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-}
-
-fn raid_info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 const CHUNK_BYTES: u64 = 64 * 1024;
@@ -115,8 +95,8 @@ fn unclean_shutdown_resyncs_only_dirty_regions() {
     let _s = serial();
     rt();
     let (dir, files) = setup("resync");
-    mk_uring("bmu0", &files[0]);
-    mk_uring("bmu1", &files[1]);
+    mk_uring("bmu0", &files[0], 512);
+    mk_uring("bmu1", &files[1], 512);
     create_raid1(
         "bmr1",
         ["bmu0", "bmu1"],
@@ -164,8 +144,8 @@ fn unclean_shutdown_resyncs_only_dirty_regions() {
 
     uring::delete("bmu0").unwrap();
     uring::delete("bmu1").unwrap();
-    mk_uring("bmu0", &files[0]);
-    mk_uring("bmu1", &files[1]);
+    mk_uring("bmu0", &files[0], 512);
+    mk_uring("bmu1", &files[1], 512);
     persist::examine_all();
     let raid = registry::lookup("bmr1").expect("array reassembled");
     let info = raid_info("bmr1");
@@ -194,8 +174,8 @@ fn readded_member_gets_only_missed_regions() {
     let _s = serial();
     rt();
     let (dir, files) = setup("readd");
-    mk_uring("bmv0", &files[0]);
-    mk_uring("bmv1", &files[1]);
+    mk_uring("bmv0", &files[0], 512);
+    mk_uring("bmv1", &files[1], 512);
     create_raid1(
         "bmr2",
         ["bmv0", "bmv1"],
@@ -276,7 +256,7 @@ fn raid5_unclean_shutdown_resyncs_parity_of_dirty_regions() {
         .unwrap();
     let names = ["bmw0", "bmw1", "bmw2"];
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -325,7 +305,7 @@ fn raid5_unclean_shutdown_resyncs_parity_of_dirty_regions() {
         uring::delete(n).unwrap();
     }
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     persist::examine_all();
     let raid = registry::lookup("bmr5").expect("array reassembled");
@@ -493,7 +473,7 @@ fn raid10_unclean_shutdown_resyncs_only_dirty_regions() {
     let (dir, files) = setup_files("r10resync", 4);
     let names = ["bmy0", "bmy1", "bmy2", "bmy3"];
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     create_raid10("bmr10", &names, "72345678-9abc-4def-8123-456789abcdef");
     let raid = registry::lookup("bmr10").unwrap();
@@ -542,7 +522,7 @@ fn raid10_unclean_shutdown_resyncs_only_dirty_regions() {
         uring::delete(n).unwrap();
     }
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     persist::examine_all();
     let raid = registry::lookup("bmr10").expect("array reassembled");
@@ -576,7 +556,7 @@ fn raid10_readded_member_gets_only_missed_regions() {
     let (dir, files) = setup_files("r10readd", 4);
     let names = ["bmz0", "bmz1", "bmz2", "bmz3"];
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     create_raid10("bmr11", &names, "82345678-9abc-4def-8123-456789abcdef");
     let raid = registry::lookup("bmr11").unwrap();
@@ -690,17 +670,9 @@ fn set_rebuild_options(window_kb: u64, queue_depth: u64) {
     .unwrap();
 }
 
-fn malloc(name: &str, blocks: u64) {
-    oxstor_bdev::malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": 512}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
 /// A new member behind a delay bdev (1 ms per write), so that windows in flight overlap.
 fn slow_member(name: &str, blocks: u64) -> String {
-    malloc(name, blocks);
+    mk_malloc(name, blocks, 512);
     oxstor_bdev::delay::create(
         serde_json::from_value(json!({
             "base_bdev_name": name, "name": format!("{name}slow"),
@@ -829,7 +801,7 @@ fn deep_rebuild_under_writes_leaves_identical_copies() {
 
     // raid1.
     for m in ["bqa0", "bqa1"] {
-        malloc(m, MEMBER);
+        mk_malloc(m, MEMBER, 512);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -869,7 +841,7 @@ fn deep_rebuild_under_writes_leaves_identical_copies() {
     set_rebuild_options(16, 8);
     let names = ["bqb0", "bqb1", "bqb2", "bqb3"];
     for m in names {
-        malloc(m, MEMBER);
+        mk_malloc(m, MEMBER, 512);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -975,7 +947,7 @@ fn writes_racing_a_readd_reach_the_returning_member() {
     oxstor_raid::intent::set_chunk_bytes(REGION * 512);
     oxstor_raid::intent::set_sweep_period(Duration::from_secs(600));
     for n in ["bmw0", "bmw1"] {
-        malloc(n, 65536);
+        mk_malloc(n, 65536, 512);
     }
     create_raid1(
         "bmr4",
@@ -1163,7 +1135,7 @@ struct ReactorReadsStats {
 /// A mirror rebuild keeps `process_queue_depth` windows in flight only while the array is
 /// otherwise idle; while users read it copies one window at a time (md's resync rule). The
 /// new member takes 1 ms per write, so the rebuild's duration tells how many windows it
-/// had in flight.
+/// had in flight (fastest of three runs per case).
 #[test]
 fn mirror_rebuild_backs_off_while_users_do_io() {
     let _s = serial();
@@ -1171,7 +1143,7 @@ fn mirror_rebuild_backs_off_while_users_do_io() {
     const MEMBER: u64 = 8192; // 4 MiB: 256 windows of 16 KiB
     set_rebuild_options(16, 8);
     for m in ["bpa0", "bpa1"] {
-        malloc(m, MEMBER);
+        mk_malloc(m, MEMBER, 512);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -1225,11 +1197,27 @@ fn mirror_rebuild_backs_off_while_users_do_io() {
         );
         (slow, took, during)
     };
-    let (slow8, idle8, _) = rebuild("bpa1", "bpa2", false);
-    set_rebuild_options(16, 1);
-    let (slow1, idle1, _) = rebuild(&slow8, "bpa3", false);
-    set_rebuild_options(16, 8);
-    let (slow_busy, busy8, reads) = rebuild(&slow1, "bpa4", true);
+    // Each case three times, interleaved, keeping the fastest run: noise on a shared
+    // machine only ever adds time, and the cases differ by several times.
+    let (mut old, mut next) = ("bpa1".to_string(), 2);
+    let (mut idle8, mut idle1, mut busy8) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let mut reads = u64::MAX;
+    for _ in 0..3 {
+        for (depth, busy) in [(8, false), (1, false), (8, true)] {
+            set_rebuild_options(16, depth);
+            let (slow, took, during) = rebuild(&old, &format!("bpa{next}"), busy);
+            (old, next) = (slow, next + 1);
+            let best = match (depth, busy) {
+                (8, false) => &mut idle8,
+                (1, false) => &mut idle1,
+                _ => {
+                    reads = reads.min(during);
+                    &mut busy8
+                }
+            };
+            *best = (*best).min(took);
+        }
+    }
     eprintln!(
         "raid1 rebuild: idle at queue depth 8 {idle8:?}, idle at 1 {idle1:?}, \
          at 8 with {reads} user reads meanwhile {busy8:?}"
@@ -1248,18 +1236,18 @@ fn mirror_rebuild_backs_off_while_users_do_io() {
          queue depth 1 ({idle1:?}), not as when idle ({idle8:?})"
     );
     assert!(
-        whole("bpa0", MEMBER) == whole("bpa4", MEMBER),
+        whole("bpa0", MEMBER) == whole(&old, MEMBER),
         "raid1 copies differ"
     );
     check_array("bpr1", &image);
 
     drop(raid);
     rpc::delete(serde_json::from_value(json!({"name": "bpr1"})).unwrap()).unwrap();
-    for d in [slow8, slow1, slow_busy] {
-        oxstor_bdev::delay::delete(&d).unwrap();
+    for i in 2..next {
+        oxstor_bdev::delay::delete(&format!("bpa{i}slow")).unwrap();
     }
-    for m in ["bpa0", "bpa1", "bpa2", "bpa3", "bpa4"] {
-        oxstor_bdev::malloc::delete(m).unwrap();
+    for m in (0..next).map(|i| format!("bpa{i}")) {
+        oxstor_bdev::malloc::delete(&m).unwrap();
     }
     set_rebuild_options(oxstor_raid::rebuild::DEFAULT_WINDOW_KB, 4);
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{rt, serial};
+use common::{mk_uring, raid_info, rt, serial};
 
 const BS: usize = 512;
 /// Blocks of the 1 MiB superblock area before the data on each member.
@@ -48,16 +48,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed) ^ (i >> 9) as u8)
         .collect()
-}
-
-fn info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 fn states(v: &Value) -> Vec<String> {
@@ -95,16 +85,6 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn mk_uring(name: &str, path: &std::path::Path) {
-    uring::create(
-        serde_json::from_value(
-            json!({"name": name, "filename": path.to_str().unwrap(), "block_size": BS}),
-        )
-        .unwrap(),
-    )
-    .unwrap();
 }
 
 /// A member's data area (after the superblock area), read directly.
@@ -180,7 +160,7 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
         std::fs::write(f, vec![fill; 8 << 20]).unwrap();
     }
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, BS as u32);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -208,7 +188,7 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
     // Slow, small windows: the load runs before, inside and after the windows copied.
     set_options(16, 4);
     add("Grow1", "grw2", false).unwrap();
-    let v = info("Grow1");
+    let v = raid_info("Grow1");
     assert_eq!(v["num_base_bdevs"], 3, "{v:#}");
     assert_eq!(v["base_bdevs_list"][2]["name"], "grw2", "{v:#}");
     assert_eq!(v["process"]["type"], "rebuild", "{v:#}");
@@ -225,7 +205,7 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
     let mut ops = 0u64;
     let mut progress_seen = false;
     loop {
-        let v = info("Grow1");
+        let v = raid_info("Grow1");
         if v["process"].is_null() {
             break;
         }
@@ -241,7 +221,7 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
     assert!(progress_seen, "no rebuild progress was reported");
     // The 4 MiB/s cap keeps the rebuild going for seconds: at least one batch ran.
     assert!(ops >= 16, "only {ops} I/Os during the rebuild");
-    let v = info("Grow1");
+    let v = raid_info("Grow1");
     assert_eq!(v["state"], "online", "{v:#}");
     assert_eq!(v["num_base_bdevs_operational"], 3, "{v:#}");
     assert_eq!(states(&v), ["online"; 3], "{v:#}");
@@ -259,10 +239,10 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
     add("Grow1", "grw0", false).unwrap();
     add("Grow1", "grw1", false).unwrap();
     wait_for("both members back", 60, || {
-        let v = info("Grow1");
+        let v = raid_info("Grow1");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 3
     });
-    assert_eq!(info("Grow1")["num_base_bdevs"], 3);
+    assert_eq!(raid_info("Grow1")["num_base_bdevs"], 3);
     wait_for("every superblock to say active", 10, || {
         names.iter().all(|n| {
             persist::read_superblock(n).is_ok_and(|sb| {
@@ -278,11 +258,11 @@ fn raid1_grows_from_two_to_three_copies_and_reassembles() {
         uring::delete(n).unwrap();
     }
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, BS as u32);
     }
     persist::examine_all();
     let raid = registry::open("Grow1", true).expect("array reassembled");
-    let v = info("Grow1");
+    let v = raid_info("Grow1");
     assert_eq!(v["num_base_bdevs"], 3, "{v:#}");
     assert_eq!(v["num_base_bdevs_operational"], 3, "{v:#}");
     assert_eq!(states(&v), ["online"; 3], "{v:#}");
@@ -322,12 +302,12 @@ fn raid1_without_superblock_grows_and_saves_three_members() {
     io(0, &raid, IoType::Write, 0, 4096, Some(image.clone()));
     add("Grow2", "gm2", false).unwrap();
     wait_for("the new copy", 30, || {
-        let v = info("Grow2");
+        let v = raid_info("Grow2");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 3
     });
     // No slot to fill, and asked for: a hot spare, not a fourth copy.
     add("Grow2", "gm3", true).unwrap();
-    let v = info("Grow2");
+    let v = raid_info("Grow2");
     assert_eq!(v["num_base_bdevs"], 3, "{v:#}");
     assert_eq!(states(&v), ["online", "online", "online", "spare"], "{v:#}");
     let call = raid.bdev.config_call().expect("save_config entry");
@@ -340,7 +320,7 @@ fn raid1_without_superblock_grows_and_saves_three_members() {
     rpc::remove_base_bdev(serde_json::from_value(json!({"name": "gm0"})).unwrap()).unwrap();
     rpc::remove_base_bdev(serde_json::from_value(json!({"name": "gm1"})).unwrap()).unwrap();
     assert!(io(1, &raid, IoType::Read, 0, 4096, None) == image);
-    assert_eq!(info("Grow2")["num_base_bdevs"], 3);
+    assert_eq!(raid_info("Grow2")["num_base_bdevs"], 3);
     drop((raid, gm2));
     rpc::delete(serde_json::from_value(json!({"name": "Grow2"})).unwrap()).unwrap();
     for n in ["gm0", "gm1", "gm2", "gm3"] {

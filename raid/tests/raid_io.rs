@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::rt;
+use common::{mk_malloc, raid_info, rt};
 
 fn io(
     core: usize,
@@ -72,14 +72,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn mk_malloc(name: &str, blocks: u64, bs: u32) {
-    malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": bs}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
 /// A malloc bdev wrapped in an error bdev; returns the error bdev's name.
 fn mk_error_member(name: &str, blocks: u64, bs: u32) -> String {
     mk_malloc(name, blocks, bs);
@@ -102,16 +94,6 @@ fn create(params: Value) -> Result<String, oxstor_bdev::BdevError> {
 
 fn delete(name: &str) {
     rpc::delete(serde_json::from_value(json!({ "name": name })).unwrap()).unwrap();
-}
-
-fn info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 fn in_category(name: &str, category: &str) -> bool {
@@ -275,7 +257,7 @@ fn raid1_writes_every_copy_and_survives_a_failing_member() {
     let b = pattern(64 * bs, 10);
     write(1, &e, 64, &b);
     write(0, &e, 220, &b);
-    let v = info("Mirror");
+    let v = raid_info("Mirror");
     assert_eq!(v["state"], "online");
     assert_eq!(v["num_base_bdevs_operational"], 2);
     assert_eq!(v["base_bdevs_list"][1]["is_configured"], false);
@@ -287,7 +269,7 @@ fn raid1_writes_every_copy_and_survives_a_failing_member() {
     inject("EE_M1a", "read", 1);
     assert!(read(0, &e, 64, 64) == b);
     assert!(read(1, &e, 150, 64) == a);
-    assert_eq!(info("Mirror")["num_base_bdevs_operational"], 1);
+    assert_eq!(raid_info("Mirror")["num_base_bdevs_operational"], 1);
 
     // Removing the last in-service copy would lose data.
     let rm = |n: &str| rpc::remove_base_bdev(serde_json::from_value(json!({"name": n})).unwrap());
@@ -295,7 +277,7 @@ fn raid1_writes_every_copy_and_survives_a_failing_member() {
     // Removing a failed member is fine, and frees its claim.
     rm("EE_M1b").unwrap();
     assert!(registry::open("EE_M1b", true).is_ok());
-    let v = info("Mirror");
+    let v = raid_info("Mirror");
     assert_eq!(v["num_base_bdevs_discovered"], 2);
     assert_eq!(v["base_bdevs_list"][1]["name"], Value::Null);
     delete("Mirror");
@@ -360,7 +342,7 @@ fn raid10_near2_places_two_copies_and_survives_a_failed_member() {
             })
             .collect();
         assert!(back == image, "raid10 n={n} degraded read-back differs");
-        let v = info(&raid);
+        let v = raid_info(&raid);
         assert_eq!(v["num_base_bdevs_operational"], n - 1);
         assert_eq!(v["state"], "online");
         // Member 0 shares chunks with member 1: removing it would lose data.
@@ -405,7 +387,7 @@ fn claims_hold_members_until_delete() {
     );
     delete("ClR");
     assert!(registry::lookup("ClR").is_err());
-    assert!(info("ClR").is_null());
+    assert!(raid_info("ClR").is_null());
     assert!(registry::open("Cl0", true).is_ok());
     let e = rpc::delete(serde_json::from_value(json!({"name": "ClR"})).unwrap()).unwrap_err();
     assert_eq!(e.errno(), libc::ENODEV);
@@ -428,7 +410,7 @@ fn configuring_until_members_appear_and_get_bdevs_shape() {
     );
     assert!(in_category("CfgR", "configuring"));
     assert!(!in_category("CfgR", "online"));
-    let v = info("CfgR");
+    let v = raid_info("CfgR");
     assert_eq!(v["state"], "configuring");
     assert_eq!(v["num_base_bdevs"], 2);
     assert_eq!(v["num_base_bdevs_discovered"], 1);
@@ -444,7 +426,7 @@ fn configuring_until_members_appear_and_get_bdevs_shape() {
         100,
         "the smallest member sets the size"
     );
-    let v = info("CfgR");
+    let v = raid_info("CfgR");
     for key in [
         "name",
         "uuid",
@@ -543,7 +525,7 @@ fn create_parameters_are_checked() {
     let e = err(json!({"name": "P", "raid_level": "raid1", "base_bdevs": ["Pa", "Pb"]}));
     assert_eq!(e.errno(), libc::EINVAL);
     assert!(registry::open("Pa", true).is_ok() && registry::open("Pb", true).is_ok());
-    assert!(info("P").is_null());
+    assert!(raid_info("P").is_null());
     // Strip below the block size.
     let e = err(
         json!({"name": "P", "raid_level": "raid0", "strip_size_kb": 2,
@@ -558,7 +540,7 @@ fn create_parameters_are_checked() {
     // The deprecated alias works.
     create(json!({"name": "P", "raid_level": "0", "strip_size": 16, "base_bdevs": ["Pb"]}))
         .unwrap();
-    assert_eq!(info("P")["strip_size_kb"], 16);
+    assert_eq!(raid_info("P")["strip_size_kb"], 16);
     delete("P");
     malloc::delete("Pa").unwrap();
     malloc::delete("Pb").unwrap();
@@ -609,7 +591,7 @@ fn raid1_rebuilds_a_new_member_while_writes_continue() {
         );
     }
     rpc::remove_base_bdev(serde_json::from_value(json!({"name": "RbB"})).unwrap()).unwrap();
-    assert_eq!(info("Rb")["num_base_bdevs_operational"], 1);
+    assert_eq!(raid_info("Rb")["num_base_bdevs_operational"], 1);
     // Writes while degraded only reach RbA.
     let d = pattern(16 * bs, 41);
     write(0, &e, 4000, &d);
@@ -632,24 +614,24 @@ fn raid1_rebuilds_a_new_member_while_writes_continue() {
         )
     };
     add("Rb", "RbSlow").unwrap();
-    let v = info("Rb");
+    let v = raid_info("Rb");
     assert_eq!(v["process"]["type"], "rebuild", "{v}");
     assert_eq!(v["process"]["target"], "RbSlow");
     // No free slot while the new member rebuilds: RbB becomes a hot spare.
     add("Rb", "RbB").unwrap();
-    let v = info("Rb");
+    let v = raid_info("Rb");
     assert_eq!(v["base_bdevs_list"][2]["name"], "RbB", "{v}");
     assert_eq!(v["base_bdevs_list"][2]["state"], "spare", "{v}");
 
     // Keep writing from both cores, all over the array, until the rebuild is done.
     let mut x = 12345u64;
     let mut writes = 0;
-    while info("Rb")["process"].is_object() || writes < 8 {
+    while raid_info("Rb")["process"].is_object() || writes < 8 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         // Every other write aims at the window being copied right now.
-        let progress = info("Rb")["process"]["progress"]["blocks"].as_u64();
+        let progress = raid_info("Rb")["process"]["progress"]["blocks"].as_u64();
         let off = match progress {
             Some(p) if writes % 2 == 0 => (p + x % 200).min(blocks - 8),
             _ => x % (blocks - 8),
@@ -660,8 +642,8 @@ fn raid1_rebuilds_a_new_member_while_writes_continue() {
         writes += 1;
         assert!(writes < 100_000, "rebuild never finished");
     }
-    wait_for("rebuild", || info("Rb")["process"].is_null());
-    let v = info("Rb");
+    wait_for("rebuild", || raid_info("Rb")["process"].is_null());
+    let v = raid_info("Rb");
     assert_eq!(v["num_base_bdevs_operational"], 2, "{v}");
     assert_eq!(v["base_bdevs_list"][1]["name"], "RbSlow");
     assert!(
@@ -714,7 +696,7 @@ fn raid10_rebuild_fills_a_removed_slot() {
     )
     .unwrap();
     wait_for("raid10 rebuild", || {
-        let v = info("Tr");
+        let v = raid_info("Tr");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 4
     });
     let rebuilt = read_member("TrNew");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::rt;
+use common::{mk_malloc, raid_info, rt};
 
 const BS: usize = 512;
 /// Strip of 4 KiB = 8 blocks.
@@ -68,17 +68,9 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn mk_malloc(name: &str, blocks: u64) {
-    malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": BS}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
 /// A malloc bdev wrapped in an error bdev; returns the error bdev's name.
 fn mk_error_member(name: &str) -> String {
-    mk_malloc(name, MEMBER_BLOCKS);
+    mk_malloc(name, MEMBER_BLOCKS, BS as u32);
     error::create(serde_json::from_value(json!({"base_name": name})).unwrap()).unwrap()
 }
 
@@ -95,16 +87,6 @@ fn inject(name: &str, io_type: &str) {
 
 fn create(params: Value) -> Result<String, oxstor_bdev::BdevError> {
     rpc::create(serde_json::from_value::<BdevRaidCreateParams>(params).expect("params decode"))
-}
-
-fn info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// An array under test with the model of what it should hold.
@@ -259,7 +241,7 @@ fn healthy_then_degraded(name: &str, level: &str, pure: RaidLevel, members: usiz
     }
     // Reads find the failed members, mark them faulty and reconstruct.
     a.check_data("degraded read");
-    let v = info(name);
+    let v = raid_info(name);
     assert_eq!(v["state"], "online", "{v}");
     assert_eq!(v["num_base_bdevs_operational"], members - fail.len(), "{v}");
     // Degraded writes keep parity consistent: read back through reconstruction.
@@ -351,20 +333,20 @@ fn members_can_be_removed_while_redundancy_remains() {
     a.write_patterns(5);
     a.check_data("two removed, rewritten");
     // A new member fills a missing slot and is rebuilt (see raid_rebuild.rs for more).
-    mk_malloc("R6rm_new", MEMBER_BLOCKS);
+    mk_malloc("R6rm_new", MEMBER_BLOCKS, BS as u32);
     rpc::add_base_bdev(
         serde_json::from_value(json!({"raid_bdev": "R6rm", "base_bdev": "R6rm_new"})).unwrap(),
     )
     .unwrap();
     let t0 = std::time::Instant::now();
-    while info("R6rm")["process"].is_object() {
+    while raid_info("R6rm")["process"].is_object() {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "rebuild never finished"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(info("R6rm")["num_base_bdevs_operational"], 4);
+    assert_eq!(raid_info("R6rm")["num_base_bdevs_operational"], 4);
     a.check_data("one member rebuilt");
     a.delete("R6rm");
     malloc::delete("R6rm_new").unwrap();
@@ -393,7 +375,7 @@ fn too_many_failures_fail_io_instead_of_returning_garbage() {
         }
     }
     assert!(failed > 0);
-    assert_eq!(info("R5ko")["state"], "offline");
+    assert_eq!(raid_info("R5ko")["state"], "offline");
     let st = io(
         1,
         &a.entry,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{rt, serial};
+use common::{mk_malloc, raid_info, rt, serial};
 
 const BS: usize = 512;
 
@@ -43,14 +43,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn mk_malloc(name: &str, blocks: u64) {
-    malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": BS}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
 /// Makes every I/O of error bdev `name` fail from now on.
 fn inject(name: &str) {
     error::inject(
@@ -60,16 +52,6 @@ fn inject(name: &str) {
         .unwrap(),
     )
     .unwrap();
-}
-
-fn info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 fn add(raid: &str, base: &str) {
@@ -130,7 +112,7 @@ impl Array {
         let slots: Vec<String> = bases
             .iter()
             .map(|b| {
-                mk_malloc(b, member_blocks);
+                mk_malloc(b, member_blocks, BS as u32);
                 error::create(serde_json::from_value(json!({"base_name": b})).unwrap()).unwrap()
             })
             .collect();
@@ -208,7 +190,7 @@ impl Array {
         let mut writes = 0u32;
         let total = self.blocks();
         loop {
-            let v = info(&self.name);
+            let v = raid_info(&self.name);
             if v["process"].is_null() && v["num_base_bdevs_operational"] == members {
                 return writes;
             }
@@ -253,17 +235,17 @@ fn raid5_member_is_rebuilt_from_parity() {
     // Member 1 fails: reads find it and mark it faulty.
     inject(&a.member(1));
     a.check_data("degraded");
-    assert_eq!(info("R5rb")["num_base_bdevs_operational"], 3);
+    assert_eq!(raid_info("R5rb")["num_base_bdevs_operational"], 3);
     remove(&a.member(1));
     a.write(0, 100, &pattern(50 * BS, 77));
 
-    mk_malloc("R5rb_new", 2048);
+    mk_malloc("R5rb_new", 2048, BS as u32);
     a.extra.push("R5rb_new".into());
     // Slow and in small windows, so that user writes land before, inside and after the
     // windows being rebuilt.
     set_options(Some(16), Some(2));
     add("R5rb", "R5rb_new");
-    let v = info("R5rb");
+    let v = raid_info("R5rb");
     if v["process"].is_object() {
         assert_eq!(v["process"]["type"], "rebuild", "{v}");
         assert_eq!(v["process"]["target"], "R5rb_new", "{v}");
@@ -272,7 +254,7 @@ fn raid5_member_is_rebuilt_from_parity() {
     eprintln!("raid5 rebuild: {writes} writes ran alongside");
     set_options(Some(rebuild::DEFAULT_WINDOW_KB), Some(0));
     assert!(writes > 10, "only {writes} writes during the rebuild");
-    let v = info("R5rb");
+    let v = raid_info("R5rb");
     assert_eq!(v["state"], "online", "{v}");
     assert_eq!(slot_states(&v), ["online"; 4], "{v}");
     a.check_data("rebuilt");
@@ -294,8 +276,8 @@ fn raid6_two_members_are_rebuilt() {
     remove(&a.member(0));
     remove(&a.member(3));
     a.write(1, 2000, &pattern(99 * BS, 8));
-    mk_malloc("R6rb_a", 2048);
-    mk_malloc("R6rb_b", 2048);
+    mk_malloc("R6rb_a", 2048, BS as u32);
+    mk_malloc("R6rb_b", 2048, BS as u32);
     a.extra.push("R6rb_a".into());
     a.extra.push("R6rb_b".into());
     // Two adds: the first fills a slot and rebuilds it; the second waits as a spare and
@@ -304,7 +286,7 @@ fn raid6_two_members_are_rebuilt() {
     add("R6rb", "R6rb_b");
     let writes = a.write_until_rebuilt(5, 21);
     eprintln!("raid6 rebuilds: {writes} writes ran alongside");
-    let v = info("R6rb");
+    let v = raid_info("R6rb");
     assert_eq!(slot_states(&v), ["online"; 5], "{v}");
     a.check_data("rebuilt");
     // Only the two new members and member 4 remain: everything must still read back.
@@ -324,13 +306,13 @@ fn bandwidth_cap_slows_the_rebuild() {
     let a = Array::new("R5bw", "raid5", 4, blocks);
     remove(&a.member(2));
     set_options(None, Some(16));
-    mk_malloc("R5bw_new", blocks);
+    mk_malloc("R5bw_new", blocks, BS as u32);
     let t0 = Instant::now();
     add("R5bw", "R5bw_new");
     let mut speeds = Vec::new();
     let mut eta_seen = false;
     loop {
-        let v = info("R5bw");
+        let v = raid_info("R5bw");
         if v["process"].is_null() {
             break;
         }
@@ -359,7 +341,7 @@ fn bandwidth_cap_slows_the_rebuild() {
     assert!(!speeds.is_empty());
     let max = speeds.iter().cloned().fold(0.0, f64::max);
     assert!(max < 16.0 * 2.0, "measured {max} MiB/s over a 16 MiB/s cap");
-    assert_eq!(info("R5bw")["num_base_bdevs_operational"], 4);
+    assert_eq!(raid_info("R5bw")["num_base_bdevs_operational"], 4);
     let mut a = a;
     a.extra.push("R5bw_new".into());
     a.delete();
@@ -380,10 +362,10 @@ fn spare_replaces_a_failed_raid1_member() {
     let _g = serial();
     let mut a = Array::new("R1sp", "raid1", 2, 2048);
     a.fill(5);
-    mk_malloc("R1sp_spare", 2048);
+    mk_malloc("R1sp_spare", 2048, BS as u32);
     a.extra.push("R1sp_spare".into());
     add_spare("R1sp", "R1sp_spare");
-    let v = info("R1sp");
+    let v = raid_info("R1sp");
     assert!(v["process"].is_null(), "{v}");
     assert_eq!(slot_states(&v), ["online", "online", "spare"], "{v}");
     assert_eq!(v["base_bdevs_list"][2]["name"], "R1sp_spare");
@@ -392,10 +374,10 @@ fn spare_replaces_a_failed_raid1_member() {
     a.write(0, 10, &pattern(20 * BS, 1));
     a.write(1, 500, &pattern(20 * BS, 2));
     wait_for("the spare to be rebuilt", 30, || {
-        let v = info("R1sp");
+        let v = raid_info("R1sp");
         v["process"].is_null() && slot_states(&v) == ["online", "online"]
     });
-    let v = info("R1sp");
+    let v = raid_info("R1sp");
     assert_eq!(v["base_bdevs_list"][0]["name"], "R1sp_spare", "{v}");
     // The old member is released; the spare alone can serve everything.
     inject(&a.member(1));
@@ -413,7 +395,7 @@ fn raid5_rebuild_with_superblock_marks_the_member_active() {
     let blocks = (4 << 20) / BS as u64;
     let names: Vec<String> = (0..4).map(|i| format!("R5sb_m{i}")).collect();
     for n in &names {
-        mk_malloc(n, blocks);
+        mk_malloc(n, blocks, BS as u32);
     }
     rpc::create(
         serde_json::from_value::<BdevRaidCreateParams>(json!({
@@ -437,10 +419,10 @@ fn raid5_rebuild_with_superblock_marks_the_member_active() {
         off += n;
     }
     remove("R5sb_m1");
-    mk_malloc("R5sb_new", blocks);
+    mk_malloc("R5sb_new", blocks, BS as u32);
     add("R5sb", "R5sb_new");
     wait_for("the rebuild", 30, || {
-        let v = info("R5sb");
+        let v = raid_info("R5sb");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 4
     });
     wait_for("the new member's superblock", 10, || {
@@ -496,7 +478,7 @@ fn delta_readd(level: &str, members: usize) {
     let blocks = (16 << 20) / BS as u64;
     let names: Vec<String> = (0..members).map(|i| format!("{name}_m{i}")).collect();
     for n in &names {
-        mk_malloc(n, blocks);
+        mk_malloc(n, blocks, BS as u32);
     }
     rpc::create(
         serde_json::from_value::<BdevRaidCreateParams>(json!({
@@ -525,12 +507,12 @@ fn delta_readd(level: &str, members: usize) {
         write(&mut image, off, data);
         off += n;
     }
-    let v = info(&name);
+    let v = raid_info(&name);
     let chunk = v["bitmap"]["chunk_blocks"].as_u64().expect("a bitmap");
     // The member must miss only what is written below, not the fill.
     oxstor_raid::intent::set_sweep_period(Duration::from_millis(20));
     wait_for("the sweeper to clear the fill's regions", 30, || {
-        info(&name)["bitmap"]["dirty_regions"] == 0
+        raid_info(&name)["bitmap"]["dirty_regions"] == 0
     });
     intent::set_sweep_period(Duration::from_secs(600));
 
@@ -561,7 +543,7 @@ fn delta_readd(level: &str, members: usize) {
     let mut during = Vec::new();
     let mut i = 0u64;
     loop {
-        let v = info(&name);
+        let v = raid_info(&name);
         if v["process"].is_null() && v["num_base_bdevs_operational"] == members as u64 {
             break;
         }
@@ -577,7 +559,7 @@ fn delta_readd(level: &str, members: usize) {
         "{level} delta rebuild: {} writes ran alongside",
         during.len()
     );
-    let v = info(&name);
+    let v = raid_info(&name);
     assert_eq!(slot_states(&v), vec!["online"; members], "{v}");
     let last = &v["last_rebuild"];
     assert_eq!(last["full"], false, "{v}");
@@ -650,18 +632,18 @@ fn reads_below_the_rebuild_watermark_use_the_rebuilt_member() {
     let mut a = Array::new("R5wm", "raid5", 4, blocks);
     a.fill(23);
     remove(&a.member(3));
-    mk_malloc("R5wm_new", blocks);
+    mk_malloc("R5wm_new", blocks, BS as u32);
     a.extra.push("R5wm_new".into());
     let target = registry::lookup("R5wm_new").unwrap();
     // 8 MiB at 2 MiB/s: four seconds, while the reads below take a fraction of that.
     set_options(Some(64), Some(2));
     add("R5wm", "R5wm_new");
     wait_for("the rebuild to pass a quarter of the member", 30, || {
-        info("R5wm")["process"]["progress"]["percent"]
+        raid_info("R5wm")["process"]["progress"]["percent"]
             .as_u64()
             .is_some_and(|p| p >= 25)
     });
-    let done = info("R5wm")["process"]["progress"]["blocks"]
+    let done = raid_info("R5wm")["process"]["progress"]["blocks"]
         .as_u64()
         .unwrap();
     let before = registry::iostat(&target).read.ops;
@@ -679,7 +661,7 @@ fn reads_below_the_rebuild_watermark_use_the_rebuilt_member() {
         off += n;
     }
     let reads = registry::iostat(&target).read.ops - before;
-    let still = !info("R5wm")["process"].is_null();
+    let still = !raid_info("R5wm")["process"].is_null();
     set_options(Some(rebuild::DEFAULT_WINDOW_KB), Some(0));
     assert!(
         still,
@@ -691,7 +673,7 @@ fn reads_below_the_rebuild_watermark_use_the_rebuilt_member() {
         "{reads} reads of the target for {} rebuilt stripes",
         done / 8
     );
-    wait_for("the rebuild", 30, || info("R5wm")["process"].is_null());
+    wait_for("the rebuild", 30, || raid_info("R5wm")["process"].is_null());
     a.check_data("rebuilt");
     a.delete();
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{rt, serial};
+use common::{mk_malloc, raid_info, rt, serial};
 
 const BS: usize = 512;
 
@@ -68,24 +68,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn mk_malloc(name: &str, blocks: u64) {
-    malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": BS}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
-fn info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -100,15 +82,15 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 fn delete(name: &str) {
     rpc::delete(serde_json::from_value(json!({ "name": name })).unwrap()).unwrap();
     wait_for("delete", || {
-        info(name).is_null() && registry::lookup(name).is_err()
+        raid_info(name).is_null() && registry::lookup(name).is_err()
     });
 }
 
 /// Runs a scrub to the end; returns its final `scrub` entry.
 fn scrub(name: &str, action: &str) -> Value {
     rpc::scrub(serde_json::from_value(json!({"name": name, "action": action})).unwrap()).unwrap();
-    wait_for("scrub", || info(name)["scrub"]["done"] == true);
-    let s = info(name)["scrub"].clone();
+    wait_for("scrub", || raid_info(name)["scrub"]["done"] == true);
+    let s = raid_info(name)["scrub"].clone();
     assert_eq!(s["action"], action, "{s}");
     assert!(s.get("error").is_none(), "{s}");
     assert_eq!(s["progress_percent"], 100, "{s}");
@@ -142,7 +124,7 @@ fn raid1_check_repair_check() {
     let _s = serial();
     rt();
     for m in ["S1a", "S1b", "S1c"] {
-        mk_malloc(m, 2048);
+        mk_malloc(m, 2048, BS as u32);
     }
     let params = json!({"name": "S1", "raid_level": "raid1", "base_bdevs": ["S1a", "S1b", "S1c"]});
     let image = fill_and_corrupt(
@@ -170,7 +152,7 @@ fn raid1_check_with_writes_running_finds_nothing() {
     let _s = serial();
     rt();
     for m in ["S2a", "S2b"] {
-        mk_malloc(m, 32768);
+        mk_malloc(m, 32768, BS as u32);
     }
     rpc::create(
         serde_json::from_value(
@@ -183,7 +165,7 @@ fn raid1_check_with_writes_running_finds_nothing() {
     rpc::scrub(serde_json::from_value(json!({"name": "S2", "action": "check"})).unwrap()).unwrap();
     let mut x = 99u64;
     let mut n = 0;
-    while info("S2")["scrub"]["done"] != true || n < 16 {
+    while raid_info("S2")["scrub"]["done"] != true || n < 16 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -198,7 +180,7 @@ fn raid1_check_with_writes_running_finds_nothing() {
         );
         n += 1;
     }
-    assert_eq!(info("S2")["scrub"]["mismatch_cnt"], 0);
+    assert_eq!(raid_info("S2")["scrub"]["mismatch_cnt"], 0);
     assert!(read_all("S2a") == read_all("S2b"));
     drop(e);
     delete("S2");
@@ -216,7 +198,7 @@ fn parity_case(
 ) {
     let names: Vec<String> = (0..members).map(|i| format!("{name}m{i}")).collect();
     for m in &names {
-        mk_malloc(m, 2048);
+        mk_malloc(m, 2048, BS as u32);
     }
     let params =
         json!({"name": name, "raid_level": level, "strip_size_kb": 4, "base_bdevs": names});
@@ -271,7 +253,7 @@ fn raid1_created_degraded_then_filled_by_add_base_bdev() {
     let _s = serial();
     rt();
     for m in ["Dg0", "Dg1"] {
-        mk_malloc(m, 4096);
+        mk_malloc(m, 4096, BS as u32);
     }
     let create = |v: Value| rpc::create(serde_json::from_value(v).unwrap());
     // Not enough members, or a superblock, are refused.
@@ -285,7 +267,7 @@ fn raid1_created_degraded_then_filled_by_add_base_bdev() {
     )
     .is_err());
     create(json!({"name": "Dg", "raid_level": "raid1", "base_bdevs": ["Dg0", ""]})).unwrap();
-    let v = info("Dg");
+    let v = raid_info("Dg");
     assert_eq!(v["state"], "online", "{v}");
     assert_eq!(v["num_base_bdevs"], 2, "{v}");
     assert_eq!(v["num_base_bdevs_operational"], 1, "{v}");
@@ -305,10 +287,10 @@ fn raid1_created_degraded_then_filled_by_add_base_bdev() {
     )
     .unwrap();
     wait_for("rebuild", || {
-        let v = info("Dg");
+        let v = raid_info("Dg");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 2
     });
-    let v = info("Dg");
+    let v = raid_info("Dg");
     assert_eq!(v["base_bdevs_list"][1]["name"], "Dg1", "{v}");
     assert_eq!(v["base_bdevs_list"][1]["state"], "online", "{v}");
     assert!(read_all("Dg1") == image);
@@ -326,7 +308,7 @@ fn raid5_created_degraded_then_rebuilt() {
     rt();
     let names = ["Dp0", "Dp1", "Dp2", "Dp3"];
     for m in names {
-        mk_malloc(m, 2048);
+        mk_malloc(m, 2048, BS as u32);
     }
     rpc::create(
         serde_json::from_value(
@@ -336,7 +318,7 @@ fn raid5_created_degraded_then_rebuilt() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(info("Dp")["num_base_bdevs_operational"], 3);
+    assert_eq!(raid_info("Dp")["num_base_bdevs_operational"], 3);
     let e = registry::open("Dp", true).unwrap();
     let blocks = e.bdev.geometry().num_blocks;
     let image = pattern(blocks as usize * BS, 9);
@@ -349,7 +331,7 @@ fn raid5_created_degraded_then_rebuilt() {
     )
     .unwrap();
     wait_for("rebuild", || {
-        let v = info("Dp");
+        let v = raid_info("Dp");
         v["process"].is_null() && v["num_base_bdevs_operational"] == 4
     });
     assert_eq!(scrub("Dp", "check")["mismatch_cnt"], 0);

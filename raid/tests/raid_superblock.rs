@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
-use common::{rt, serial};
+use common::{mk_malloc, mk_uring, raid_info, rt, serial};
 
 fn io(entry: &Arc<BdevEntry>, t: IoType, off: u64, n: u64, data: Option<Vec<u8>>) -> Vec<u8> {
     rt();
@@ -37,34 +37,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn mk_malloc(name: &str, blocks: u64, bs: u32) {
-    malloc::create(
-        serde_json::from_value(json!({"name": name, "num_blocks": blocks, "block_size": bs}))
-            .unwrap(),
-    )
-    .unwrap();
-}
-
-fn mk_uring(name: &str, path: &std::path::Path) {
-    uring::create(
-        serde_json::from_value(
-            json!({"name": name, "filename": path.to_str().unwrap(), "block_size": 512}),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-}
-
-fn raid_info(name: &str) -> Value {
-    let all = rpc::get_bdevs(serde_json::from_value(json!({"category": "all"})).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn superblock_create_restart_reassembles_with_data() {
     let _s = serial();
@@ -76,8 +48,8 @@ fn superblock_create_restart_reassembles_with_data() {
         let file = std::fs::File::create(f).unwrap();
         file.set_len(8 << 20).unwrap();
     }
-    mk_uring("sbu0", &files[0]);
-    mk_uring("sbu1", &files[1]);
+    mk_uring("sbu0", &files[0], 512);
+    mk_uring("sbu1", &files[1], 512);
     let uuid = "12345678-9abc-4def-8123-456789abcdef";
     rpc::create(
         serde_json::from_value(json!({
@@ -117,12 +89,12 @@ fn superblock_create_restart_reassembles_with_data() {
     assert!(sb.events > events_before);
     uring::delete("sbu0").unwrap();
     uring::delete("sbu1").unwrap();
-    mk_uring("sbu0", &files[0]);
+    mk_uring("sbu0", &files[0], 512);
     persist::examine_all();
     // One copy would do for a clean mirror, but the array waits for the member it last ran
     // with rather than start degraded and turn it stale.
     assert!(registry::lookup("sbr1").is_err());
-    mk_uring("sbu1", &files[1]);
+    mk_uring("sbu1", &files[1], 512);
     persist::examine_all();
     let raid = registry::lookup("sbr1").expect("array reassembled");
     assert_eq!(raid.bdev.uuid(), uuid);
@@ -320,12 +292,16 @@ impl SpareRig {
 
     fn attach_member(&self, i: usize) {
         let name = &self.members[i];
-        mk_uring(name, &self.dir.join(format!("{name}.img")));
+        mk_uring(name, &self.dir.join(format!("{name}.img")), 512);
         mk_error(name);
     }
 
     fn attach_spare(&self) {
-        mk_uring(&self.spare, &self.dir.join(format!("{}.img", self.spare)));
+        mk_uring(
+            &self.spare,
+            &self.dir.join(format!("{}.img", self.spare)),
+            512,
+        );
     }
 
     /// Deletes the bdevs (not the files), as a daemon restart would lose them.
@@ -548,7 +524,7 @@ fn stale_member_rejoins_after_restart_and_gets_only_what_it_missed() {
     }
     let names = ["stu0", "stu1", "stu2"];
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     let failing = mk_error("stu2");
     // Small bitmap regions, so "what it missed" is much less than the member.
@@ -591,7 +567,7 @@ fn stale_member_rejoins_after_restart_and_gets_only_what_it_missed() {
         uring::delete(n).unwrap();
     }
     for (n, f) in names.iter().zip(&files) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     persist::examine_all();
     let raid = registry::lookup("str1").expect("array reassembled");
@@ -676,7 +652,7 @@ fn rebuild_resumes_from_checkpoint(
             .unwrap()
             .set_len(8 << 20)
             .unwrap();
-        mk_uring(n, &file(n));
+        mk_uring(n, &file(n), 512);
     }
     let raid_name = format!("{tag}_r");
     rpc::create(
@@ -739,7 +715,7 @@ fn rebuild_resumes_from_checkpoint(
         uring::delete(n).unwrap();
     }
     for n in &names {
-        mk_uring(n, &file(n));
+        mk_uring(n, &file(n), 512);
     }
     persist::examine_all();
     let raid = registry::lookup(&raid_name).expect("array reassembled");
@@ -868,7 +844,7 @@ fn dirty_degraded_raid5_waits_for_start_dirty_degraded() {
     let files: Vec<_> = names.iter().map(|n| dir.join(format!("{n}.img"))).collect();
     for (n, f) in names.iter().zip(&files) {
         std::fs::File::create(f).unwrap().set_len(8 << 20).unwrap();
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     rpc::create(
         serde_json::from_value(json!({
@@ -904,7 +880,7 @@ fn dirty_degraded_raid5_waits_for_start_dirty_degraded() {
     }
     // It comes back without ddu2.
     for (n, f) in names.iter().zip(&files).take(2) {
-        mk_uring(n, f);
+        mk_uring(n, f, 512);
     }
     persist::examine_all();
     assert!(
